@@ -1,0 +1,3 @@
+"""bertlite: pretrain and fine-tune Transformer language models on Lightning, configured by Hydra."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Thin Hydra entry points. The only place where configs are instantiated."""

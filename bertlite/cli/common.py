@@ -1,0 +1,84 @@
+"""What every Hydra entry point shares: where the configs live, the model presets as config options,
+one-line errors for bad input, and building callbacks and loggers from their config groups."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from bertlite.errors import BertliteError
+
+log = logging.getLogger("bertlite")
+
+
+def config_dir() -> str:
+    """conf/ of a checkout, or bertlite/conf inside an installed wheel."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "pretrain.yaml").exists():
+            return str(candidate)
+    raise FileNotFoundError(f"bertlite's Hydra configs are missing (looked in {package}/conf and {package.parent}/conf)")
+
+
+CONFIG_DIR = config_dir()
+
+
+def register_model_presets() -> None:
+    """Each named preset is a typed option of the ``model`` group: model=bert-mini, model.n_layers=6, ..."""
+    from bertlite.models.config import PRESETS
+
+    cs = ConfigStore.instance()
+    for name, config in PRESETS.items():
+        cs.store(group="model", name=name, node=config)
+
+
+def exit_on_user_error(fn: Callable) -> Callable:
+    """Bad input becomes one line on stderr and exit status 2, not a traceback.
+    Set BERTLITE_TRACEBACK=1 to see the traceback anyway."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BertliteError as exc:
+            if os.environ.get("BERTLITE_TRACEBACK"):
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def instantiate_group(cfg: DictConfig | None) -> list:
+    """A dict-of-targets group (callbacks, logger) -> a list of objects; null entries are skipped."""
+    from hydra.utils import instantiate
+
+    objects = []
+    for name, node in (cfg or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        if node._target_.endswith("TensorBoardLogger") and not _tensorboard_available():
+            log.info("TensorBoard is not installed; logging to CSV only (pip install bertlite[tensorboard])")
+            continue
+        objects.append(instantiate(node))
+    return objects
+
+
+def _tensorboard_available() -> bool:
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
+
+
+def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Write the fully resolved config (every interpolation filled in) beside Hydra's own record."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / "config.yaml.tmp"
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tmp.replace(output_dir / "config.yaml")

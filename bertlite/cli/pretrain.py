@@ -1,0 +1,91 @@
+"""bertlite-pretrain: pretrain a Transformer on a text corpus.
+
+    bertlite-pretrain                                   # offline default: bert-tiny on Python's documentation
+    bertlite-pretrain model=bert-mini data=gutenberg
+    bertlite-pretrain experiment=gutenberg_mini         # the 15-minute CPU recipe
+    python -m bertlite.pretrain trainer=ddp trainer.devices=4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bertlite.cli.common import (CONFIG_DIR, exit_on_user_error, instantiate_group, register_model_presets,
+                                 save_resolved_config)
+from bertlite.data.tokenizer import get_or_train_tokenizer, special_ids, tokenizer_from_json
+from bertlite.errors import CheckpointError, ConfigError
+from bertlite.models.config import config_from_dict
+
+log = logging.getLogger("bertlite.pretrain")
+
+
+def tokenizer_from_checkpoint(path: str):
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=False).get("bertlite", {})
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not meta.get("tokenizer"):
+        raise CheckpointError(f"{path} is not a bertlite checkpoint (it carries no tokenizer)")
+    return tokenizer_from_json(meta["tokenizer"])
+
+
+def pretrain(cfg: DictConfig) -> dict[str, float]:
+    """Build tokenizer, data, model and trainer from the composed config, train, and return the final metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    save_resolved_config(cfg, output_dir)
+
+    datamodule = instantiate(cfg.data)
+    if cfg.ckpt_path and not cfg.tokenizer.path:
+        tokenizer = tokenizer_from_checkpoint(cfg.ckpt_path)  # a resumed run keeps its vocabulary
+        tokenizer.save(str(output_dir / "tokenizer.json"))
+    else:
+        tokenizer = get_or_train_tokenizer(cfg.tokenizer.path, output_dir / "tokenizer.json",
+                                           iter(datamodule.train_texts()), cfg.tokenizer.vocab_size,
+                                           cfg.tokenizer.lowercase)
+    datamodule.set_tokenizer(tokenizer)
+
+    model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+    model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
+    if cfg.data.max_seq_len > model_config["max_seq_len"]:
+        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds model.max_seq_len="
+                          f"{model_config['max_seq_len']}; lower the first or raise the second")
+    task = instantiate(cfg.task, model=model_config, _convert_="all")
+    task.tokenizer_json = tokenizer.to_str()
+    n_params = sum(p.numel() for p in task.model.parameters())
+    log.info("Model %s: %.2fM parameters (embeddings included)", cfg.model.get("arch", "bert"), n_params / 1e6)
+
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
+                                     logger=instantiate_group(cfg.get("logger")) or False)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and trainer.is_global_zero:
+        log.info("Best checkpoint: %s (val/loss %s)", checkpoint.best_model_path, checkpoint.best_model_score)
+        log.info("Last checkpoint: %s", checkpoint.last_model_path)
+    log.info("Run directory: %s", output_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
+@exit_on_user_error
+def _main(cfg: DictConfig) -> None:
+    pretrain(cfg)
+
+
+def main() -> None:
+    register_model_presets()
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Tokenizers, masking and Lightning DataModules on Hugging Face ``datasets``."""

@@ -1,0 +1,200 @@
+"""Pretraining data: raw text -> token ids (batched, cached by ``datasets``) -> packed blocks -> batches.
+
+Blocks hold ``max_seq_len`` tokens: [CLS] then a stretch of the running token stream, in which every
+document ends with [SEP]. No padding is needed, so every position of every batch is trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import datasets
+import numpy as np
+import lightning as L
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader
+
+from bertlite.data.masking import MLMMasker, labels_to_targets
+from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
+from bertlite.data.tokenizer import special_ids
+from bertlite.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def load_text_corpus(
+    source: str = "files",
+    train_files: str | Sequence[str] | None = None,
+    validation_files: str | Sequence[str] | None = None,
+    format: str | None = None,
+    path: str | None = None,
+    name: str | None = None,
+    text_column: str = "text",
+    validation_fraction: float = 0.01,
+    seed: int = 0,
+) -> datasets.DatasetDict:
+    """A DatasetDict with 'train' and 'validation' splits, each with a ``text_column`` of non-empty strings."""
+    if source == "python_docs":
+        from bertlite.data.python_docs import python_docs_paragraphs
+
+        dsd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({text_column: python_docs_paragraphs()})})
+    elif source == "hub":
+        if not path:
+            raise DataError("data.source=hub needs data.path (and optionally data.name), e.g. data.path=wikitext")
+        dsd = load_hub(path, name)
+    elif source == "files":
+        if not train_files:
+            raise DataError("no training files: set data.train_files=/path/to/*.txt (text, jsonl, csv or parquet)")
+        splits = {"train": expand_files(train_files, "training file"),
+                  "validation": expand_files(validation_files, "validation file")}
+        dsd = load_files(splits, format)
+    else:
+        raise DataError(f"unknown data.source {source!r}; choose files, hub or python_docs")
+    if "validation" not in dsd and "test" in dsd:
+        dsd["validation"] = dsd["test"]
+    for split in list(dsd):
+        require_column(dsd[split], text_column, "data.text_column")
+        dsd[split] = dsd[split].filter(lambda b: [bool(t and t.strip()) for t in b[text_column]], batched=True,
+                                       desc=f"dropping empty {split} rows")
+    if "train" not in dsd or len(dsd["train"]) == 0:
+        raise DataError("the training corpus is empty (no non-blank text); check data.train_files and data.text_column")
+    dsd = carve_validation(datasets.DatasetDict({k: dsd[k] for k in ("train", "validation") if k in dsd}),
+                           validation_fraction, seed)
+    if len(dsd["validation"]) == 0:
+        raise DataError("the validation split is empty; give data.validation_files or a larger validation_fraction")
+    return dsd
+
+
+def tokenize_and_pack(ds: datasets.Dataset, tokenizer: Tokenizer, text_column: str, max_seq_len: int,
+                      num_proc: int | None = None) -> datasets.Dataset:
+    """Text rows -> rows of exactly ``max_seq_len`` ids: [CLS] + stream chunk (documents end with [SEP])."""
+    ids = special_ids(tokenizer)
+    cls_id, sep_id, chunk = ids["cls"], ids["sep"], max_seq_len - 1
+
+    def tokenize(batch: dict) -> dict:
+        encodings = tokenizer.encode_batch(batch[text_column], add_special_tokens=False)
+        return {"ids": [e.ids + [sep_id] for e in encodings]}
+
+    def pack(batch: dict) -> dict:
+        stream = [i for ids_ in batch["ids"] for i in ids_]
+        n = len(stream) // chunk  # the remainder of each 1,000-document batch is dropped
+        return {"input_ids": [[cls_id] + stream[k * chunk:(k + 1) * chunk] for k in range(n)]}
+
+    tokenized = ds.map(tokenize, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
+                       desc="tokenizing")
+    return tokenized.map(pack, batched=True, batch_size=1000, remove_columns=["ids"], num_proc=num_proc,
+                         desc=f"packing into blocks of {max_seq_len}")
+
+
+class MLMCollator:
+    """A list of packed blocks -> a batch with fresh random masking (dynamic masking, as in RoBERTa).
+
+    Returns input_ids (B, T), mlm_positions (N,) flat indices into B*T, and mlm_labels (N,).
+    Rows that carry precomputed ``labels`` (the fixed validation masks) are used as they are.
+    """
+
+    def __init__(self, masker: MLMMasker):
+        self.masker = masker
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        input_ids = torch.stack([torch.as_tensor(r["input_ids"]) for r in rows])
+        if "labels" in rows[0]:
+            labels = torch.stack([torch.as_tensor(r["labels"]) for r in rows])
+        else:
+            input_ids, labels = self.masker(input_ids)
+        positions, targets = labels_to_targets(labels)
+        return {"input_ids": input_ids, "mlm_positions": positions, "mlm_labels": targets}
+
+
+class PretrainingDataModule(L.LightningDataModule):
+    """Packed, dynamically masked MLM batches from a text corpus.
+
+    Validation blocks are masked once, with a fixed seed, so every evaluation (and the unigram baseline
+    in scripts/unigram_baseline.py) scores the very same positions.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer | None = None,
+        source: str = "files",
+        train_files: str | Sequence[str] | None = None,
+        validation_files: str | Sequence[str] | None = None,
+        format: str | None = None,
+        path: str | None = None,
+        name: str | None = None,
+        text_column: str = "text",
+        validation_fraction: float = 0.01,
+        max_seq_len: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        max_eval_blocks: int | None = None,
+        mlm_probability: float = 0.15,
+        whole_word_mask: bool = False,
+        num_workers: int = 0,
+        num_proc: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.corpus_kwargs = dict(source=source, train_files=train_files, validation_files=validation_files,
+                                  format=format, path=path, name=name, text_column=text_column,
+                                  validation_fraction=validation_fraction, seed=seed)
+        self.text_column, self.max_seq_len, self.num_proc = text_column, max_seq_len, num_proc
+        self.batch_size, self.eval_batch_size, self.max_eval_blocks = batch_size, eval_batch_size, max_eval_blocks
+        self.num_workers, self.seed = num_workers, seed
+        self.mlm_probability, self.whole_word_mask = mlm_probability, whole_word_mask
+        self.tokenizer: Tokenizer | None = None
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer)
+        self.train_dataset: datasets.Dataset | None = None
+        self.val_dataset: datasets.Dataset | None = None
+        self.raw: datasets.DatasetDict | None = None
+
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """The tokenizer may be trained on this module's own corpus, so it can arrive after construction."""
+        self.tokenizer = tokenizer
+        self.masker = MLMMasker(tokenizer, self.mlm_probability, self.whole_word_mask)
+        self.collator = MLMCollator(self.masker)
+
+    def corpus(self) -> datasets.DatasetDict:
+        if self.raw is None:
+            self.raw = load_text_corpus(**self.corpus_kwargs)
+        return self.raw
+
+    def train_texts(self):
+        """The training text, for fitting a tokenizer."""
+        return self.corpus()["train"][self.text_column]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        if self.tokenizer is None:
+            raise RuntimeError("call set_tokenizer() before setup()")
+        raw = self.corpus()
+        self.train_dataset = tokenize_and_pack(raw["train"], self.tokenizer, self.text_column, self.max_seq_len,
+                                               self.num_proc).with_format("torch")
+        val = tokenize_and_pack(raw["validation"], self.tokenizer, self.text_column, self.max_seq_len, self.num_proc)
+        for split, ds in (("train", self.train_dataset), ("validation", val)):
+            if len(ds) == 0:
+                raise DataError(f"the {split} split holds fewer than {self.max_seq_len} tokens, not one block; "
+                                "give more text or a smaller data.max_seq_len")
+        if self.max_eval_blocks is not None:
+            val = val.select(range(min(self.max_eval_blocks, len(val))))
+        self.val_dataset = self.mask_once(val)
+        log.info("Pretraining blocks of %d tokens: %d train, %d validation", self.max_seq_len,
+                 len(self.train_dataset), len(self.val_dataset))
+
+    def mask_once(self, ds: datasets.Dataset) -> datasets.Dataset:
+        ids = torch.from_numpy(np.stack(ds.with_format("numpy")["input_ids"]))  # (N, T)
+        corrupted, labels = self.masker(ids, torch.Generator().manual_seed(self.seed))
+        return datasets.Dataset.from_dict({"input_ids": corrupted.numpy(), "labels": labels.numpy()}).with_format("torch")
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          collate_fn=self.collator, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_dataset, batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=self.collator, num_workers=self.num_workers)

@@ -1,0 +1,116 @@
+"""Scaled dot-product attention and multi-head attention (Vaswani et al., 2017, section 3.2).
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+Two paths compute the same function:
+- ``attention_reference``: the formula written out (scores, softmax, weighted sum of values).
+  It also returns the attention weights, so it is the path used to look at attention.
+- ``attention_fused``: ``torch.nn.functional.scaled_dot_product_attention``, the fused kernel
+  (flash / memory-efficient / oneDNN), used for training and inference.
+
+Masks are boolean and broadcast to (B, n_heads, T_q, T_k): True means "may attend".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> Tensor:
+    """(T_q, T_k) boolean mask: query i may attend to keys 0 .. i + (T_k - T_q).
+
+    The offset aligns the last query with the last key, so it also holds when the queries are the
+    newest positions of a longer sequence whose earlier keys come from a cache.
+    """
+    return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril(diagonal=t_k - t_q)
+
+
+def attention_reference(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, dropout_p: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """q (B, h, T_q, d_k), k and v (B, h, T_k, d_k) -> output (B, h, T_q, d_k), weights (B, h, T_q, T_k)."""
+    d_k = q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (B, h, T_q, T_k)
+    if causal:
+        scores = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)  # each query's distribution over the keys
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, dropout_p)
+    return weights @ v, weights  # weighted sum of values: (B, h, T_q, d_k)
+
+
+def attention_fused(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, dropout_p: float = 0.0
+) -> Tensor:
+    """Same contract as ``attention_reference``, through PyTorch's fused kernel; returns the output only."""
+    t_q, t_k = q.size(-2), k.size(-2)
+    if causal and (mask is not None or t_q != t_k):
+        # SDPA's is_causal aligns the top-left corner and refuses an extra mask: fold both into one mask.
+        both = causal_mask(t_q, t_k, q.device)
+        mask = both if mask is None else mask & both
+        causal = False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
+
+
+class MultiHeadAttention(nn.Module):
+    """h heads attend in parallel, each in its own d_k = d_model / h dimensional subspace.
+
+    Queries, keys and values are learned linear projections of the input (self-attention) or,
+    for cross-attention, queries come from ``x`` and keys and values from ``context``.
+    Set ``record_weights = True`` to run the reference path and keep ``attention_weights``.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.n_heads, self.d_k = n_heads, d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)  # W^Q for all heads at once
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)  # W^K
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)  # W^V
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W^O
+        self.dropout = dropout
+        self.record_weights = False
+        self.attention_weights: Tensor | None = None
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.d_k).transpose(1, 2)  # (B, T, C) -> (B, h, T, d_k)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        cache: dict | None = None,
+    ) -> Tensor:
+        """x (B, T, C) -> (B, T, C).
+
+        cache: a dict this layer owns across decoding steps. Self-attention appends the new keys and
+        values to it; cross-attention computes the context's keys and values once and reuses them.
+        """
+        b, t, c = x.shape
+        q = self.split_heads(self.q_proj(x))  # (B, h, T, d_k)
+        if context is not None and cache is not None and "k" in cache:
+            k, v = cache["k"], cache["v"]  # cross-attention: the encoder output does not change
+        else:
+            source = x if context is None else context
+            k, v = self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source))
+            if cache is not None:
+                if context is None and "k" in cache:  # self-attention: extend the cached prefix
+                    k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
+        dropout_p = self.dropout if self.training else 0.0
+        if self.record_weights:
+            out, self.attention_weights = attention_reference(q, k, v, mask, causal, dropout_p)
+        else:
+            out = attention_fused(q, k, v, mask, causal, dropout_p)
+        out = out.transpose(1, 2).reshape(b, t, c)  # (B, h, T, d_k) -> (B, T, C): concatenate the heads
+        return self.out_proj(out)

@@ -1,0 +1,66 @@
+"""One Transformer layer.
+
+Encoder layer: self-attention, then feed-forward.
+Decoder layer (cross_attention=True): masked self-attention, cross-attention to the encoder, feed-forward.
+Each sub-layer is wrapped in a residual connection and LayerNorm:
+    post-LN (the original paper, BERT):  x = LayerNorm(x + Dropout(sublayer(x)))
+    pre-LN  (GPT-2, stabler when deep):   x = x + Dropout(sublayer(LayerNorm(x)))
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor, nn
+
+from bertlite.nn.attention import MultiHeadAttention
+from bertlite.nn.feedforward import FeedForward
+
+
+class TransformerBlock(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation: str = "gelu",
+        norm_first: bool = False,
+        layer_norm_eps: float = 1e-12,
+        cross_attention: bool = False,
+        bias: bool = True,
+    ):
+        super().__init__()
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias)
+        self.self_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias) if cross_attention else None
+        self.cross_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if cross_attention else None
+        self.feed_forward = FeedForward(d_model, d_ff, activation, dropout=0.0, bias=bias)
+        self.feed_forward_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def residual(self, x: Tensor, norm: nn.LayerNorm, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        if self.norm_first:
+            return x + self.dropout(sublayer(norm(x)))
+        return norm(x + self.dropout(sublayer(x)))
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        cache: dict | None = None,
+    ) -> Tensor:
+        """x (B, T, C) -> (B, T, C). context (B, S, C): the encoder output a decoder layer attends to."""
+        self_cache = None if cache is None else cache.setdefault("self", {})
+        x = self.residual(x, self.self_attn_norm, lambda h: self.self_attn(h, mask=mask, causal=causal, cache=self_cache))
+        if self.cross_attn is not None:
+            cross_cache = None if cache is None else cache.setdefault("cross", {})
+            x = self.residual(
+                x, self.cross_attn_norm, lambda h: self.cross_attn(h, context=context, mask=context_mask, cache=cross_cache)
+            )
+        return self.residual(x, self.feed_forward_norm, self.feed_forward)

@@ -1,0 +1,56 @@
+"""Input embeddings: token + position (+ token type / segment), then LayerNorm and dropout as in BERT."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from bertlite.nn.positional import positional_encoding
+
+
+class TransformerEmbeddings(nn.Module):
+    """input_ids (B, T) -> (B, T, d_model).
+
+    type_vocab_size > 0 adds segment embeddings (sentence A / B); norm=True adds BERT's LayerNorm;
+    scale=True multiplies token embeddings by sqrt(d_model), as the original Transformer does.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        max_len: int,
+        position: str = "learned",
+        type_vocab_size: int = 0,
+        norm: bool = True,
+        scale: bool = False,
+        layer_norm_eps: float = 1e-12,
+        dropout: float = 0.0,
+        pad_token_id: int = 0,
+    ):
+        super().__init__()
+        self.token = nn.Embedding(vocab_size, d_model, padding_idx=pad_token_id)
+        self.position = positional_encoding(position, max_len, d_model)
+        self.token_type = nn.Embedding(type_vocab_size, d_model) if type_vocab_size > 0 else None
+        self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if norm else None
+        self.dropout = nn.Dropout(dropout)
+        self.scale = math.sqrt(d_model) if scale else 1.0
+        self.max_len = max_len
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None, start: int = 0) -> Tensor:
+        """start: position of the first token, > 0 when earlier tokens sit in a key/value cache."""
+        t = input_ids.size(1)
+        if start + t > self.max_len:
+            raise ValueError(f"sequence of {start + t} tokens is longer than max_seq_len={self.max_len}")
+        positions = torch.arange(start, start + t, device=input_ids.device)  # (T,)
+        x = self.token(input_ids) * self.scale + self.position(positions)  # (B, T, C) + (T, C)
+        if self.token_type is not None:
+            if token_type_ids is None:
+                x = x + self.token_type.weight[0]
+            else:
+                x = x + self.token_type(token_type_ids)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(x)

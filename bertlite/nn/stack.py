@@ -1,0 +1,57 @@
+"""A stack of N identical layers. The encoder and the decoder are the same stack with two flags:
+causal (masked self-attention, each position sees only itself and the past) and cross_attention."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bertlite.nn.block import TransformerBlock
+
+
+def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """attention_mask (B, T), 1 for tokens and 0 for padding -> boolean key mask (B, 1, 1, T), or None."""
+    if attention_mask is None:
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+class TransformerStack(nn.Module):
+    def __init__(self, n_layers: int, causal: bool = False, cross_attention: bool = False, **block_kwargs):
+        super().__init__()
+        self.causal = causal
+        self.layers = nn.ModuleList(
+            TransformerBlock(cross_attention=cross_attention, **block_kwargs) for _ in range(n_layers)
+        )
+        # Pre-LN leaves the residual stream un-normalised: one last LayerNorm closes the stack.
+        norm_first = block_kwargs.get("norm_first", False)
+        eps = block_kwargs.get("layer_norm_eps", 1e-12)
+        self.final_norm = nn.LayerNorm(block_kwargs["d_model"], eps=eps) if norm_first else None
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        cache: list[dict] | None = None,
+    ) -> Tensor:
+        """x (B, T, C) -> (B, T, C). mask: boolean (B, 1, 1|T, T) key mask; cache: one dict per layer."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, self.causal, context, context_mask, None if cache is None else cache[i])
+        return x if self.final_norm is None else self.final_norm(x)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """BERT / GPT initialisation: N(0, std) for linear and embedding weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+            if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
