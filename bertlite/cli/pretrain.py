@@ -13,22 +13,20 @@ import logging
 from pathlib import Path
 
 import hydra
-import lightning as L
-import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bertlite.cli.common import (CONFIG_DIR, exit_on_user_error, instantiate_group, register_model_presets,
                                  save_resolved_config)
-from bertlite.data.tokenizer import get_or_train_tokenizer, special_ids, tokenizer_from_json
 from bertlite.errors import CheckpointError, ConfigError
-from bertlite.models.config import config_from_dict
 
 log = logging.getLogger("bertlite.pretrain")
 
 
 def tokenizer_from_checkpoint(path: str):
+    import torch
+
+    from bertlite.data.tokenizer import tokenizer_from_json
+
     try:
         meta = torch.load(path, map_location="cpu", weights_only=False).get("bertlite", {})
     except Exception as exc:
@@ -40,6 +38,14 @@ def tokenizer_from_checkpoint(path: str):
 
 def pretrain(cfg: DictConfig) -> dict[str, float]:
     """Build tokenizer, data, model and trainer from the composed config, train, and return the final metrics."""
+    # Heavy imports here, so that a bad command line is answered at once.
+    import lightning as L
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from bertlite.data.tokenizer import get_or_train_tokenizer, special_ids
+    from bertlite.models.config import config_from_dict
+
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     save_resolved_config(cfg, output_dir)

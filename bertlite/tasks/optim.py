@@ -15,17 +15,14 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for _, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"name": "decay", "params": decay, "weight_decay": weight_decay},
+            {"name": "no_decay", "params": no_decay, "weight_decay": 0.0}]
 
 
-def build_adamw(groups: Iterable[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
-                fused: bool | None = None) -> torch.optim.AdamW:
-    """fused=None picks the fused kernel where every parameter lives on a device that has one."""
-    groups = list(groups)
-    if fused is None:
-        devices = {p.device.type for g in groups for p in g["params"]}
-        fused = devices <= {"cuda", "cpu", "xpu", "mps"} and len(devices) == 1
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+def build_adamw(groups: Iterable[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+    """PyTorch picks the multi-tensor (foreach) kernel on GPU. The fused kernel is not used: Lightning
+    refuses gradient clipping with it under mixed precision."""
+    return torch.optim.AdamW(list(groups), lr=lr, betas=tuple(betas), eps=eps)
 
 
 def warmup_decay(step: int, warmup_steps: int, total_steps: int, schedule: str = "linear",

@@ -1,0 +1,47 @@
+"""Shared fixtures. Every test runs offline: no hub downloads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_corpus_paragraphs(n: int = 400) -> list[str]:
+    """Real English prose from the Python documentation that ships with every interpreter."""
+    from bertlite.data.python_docs import _paragraphs
+    from pydoc_data.topics import topics
+
+    paragraphs = [p for name in sorted(topics) for p in _paragraphs(topics[name])]
+    return paragraphs[:n]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "train.txt"
+    path.write_text("\n".join(tiny_corpus_paragraphs()) + "\n", encoding="utf-8")
+    return path
+
+
+# Overrides for a tiny model and run: d_model 64, 2 layers, 32-token blocks.
+TINY_RUN = [
+    "model=bert-tiny", "model.d_model=64", "model.n_heads=2", "model.d_ff=128", "model.max_seq_len=32",
+    "data.max_seq_len=32", "data.batch_size=8", "data.eval_batch_size=16", "data.max_eval_blocks=32",
+    "tokenizer.vocab_size=300", "trainer.max_steps=30", "trainer.val_check_interval=15", "task.lr=3e-3",
+    "trainer.log_every_n_steps=1", "callbacks.progress_bar=null", "callbacks.throughput.window=2",
+]
+
+
+def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run an entry point in a fresh interpreter, as a user would."""
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)

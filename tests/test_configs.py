@@ -1,0 +1,81 @@
+"""Every config composes, alone and as the options of every group; presets are typed config options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+from bertlite.cli.common import CONFIG_DIR, register_model_presets
+from bertlite.models.config import PRESETS
+
+PRIMARY = ["pretrain"]
+GROUPS = ["data", "task", "trainer", "callbacks", "logger", "experiment", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def compose_resolved(config_name: str, overrides: list[str]):
+    register_model_presets()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = "/tmp/bertlite-config-test"
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        # resolve every interpolation; ??? (required) values may stay missing
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    return cfg, container
+
+
+CASES = [(p, []) for p in PRIMARY]
+CASES += [("pretrain", [f"{g}={o}"]) for g in GROUPS for o in options(g)]
+CASES += [("pretrain", [f"model={name}"]) for name in PRESETS]
+
+
+@pytest.mark.parametrize("config_name,overrides", CASES, ids=lambda x: "-".join(x) if isinstance(x, list) else x)
+def test_config_composes(config_name, overrides):
+    cfg, container = compose_resolved(config_name, overrides)
+    assert container["model"]["arch"] == "bert"
+    assert container["trainer"]["_target_"] == "lightning.Trainer"
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), f"conf/{group} holds no options"
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_data_configs_instantiate(data):
+    cfg, _ = compose_resolved("pretrain", [f"data={data}", "data.train_files=x.txt", "data.path=x"])
+    datamodule = instantiate(cfg.data)
+    assert datamodule.max_seq_len == cfg.data.max_seq_len
+
+
+def test_preset_values_flow_into_the_config():
+    _, c = compose_resolved("pretrain", ["model=bert-mini", "model.dropout=0.0"])
+    assert (c["model"]["n_layers"], c["model"]["d_model"], c["model"]["dropout"]) == (4, 256, 0.0)
+
+
+def test_unknown_preset_and_bad_types_are_refused():
+    with pytest.raises(ConfigCompositionException):
+        compose_resolved("pretrain", ["model=bert-huge"])
+    with pytest.raises(Exception, match="n_layers"):
+        compose_resolved("pretrain", ["model.n_layers=many"])
+
+
+def test_experiment_changes_only_what_it_names():
+    _, base = compose_resolved("pretrain", ["model=bert-mini", "data=gutenberg"])
+    _, exp = compose_resolved("pretrain", ["experiment=gutenberg_mini"])
+    assert exp["model"]["dropout"] == 0.0 and exp["trainer"]["precision"] == "bf16-mixed"
+    assert exp["data"]["train_files"] == base["data"]["train_files"]
