@@ -54,11 +54,6 @@ def test_decoder_weight_is_tied_to_input_embedding():
     assert model.mlm_head.decoder.weight[5, 0] == model.bert.embeddings.token.weight[5, 0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: init_weights zeroes the [PAD] embedding row, then re-initialises the tied "
-           "mlm_head.decoder (same tensor) with N(0, std), so the [PAD] row is not zero after BertForMaskedLM init",
-)
 def test_pad_embedding_row_is_zero_after_init():
     model = tiny_mlm()
     pad = model.config.pad_token_id

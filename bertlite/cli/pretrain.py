@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import hydra
@@ -36,6 +37,36 @@ def tokenizer_from_checkpoint(path: str):
     return tokenizer_from_json(meta["tokenizer"])
 
 
+def is_rank_zero() -> bool:
+    """Before the Trainer exists, the launcher's environment (RANK, LOCAL_RANK, SLURM_PROCID) tells the rank."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
+def prepare_tokenizer(cfg: DictConfig, datamodule, target: Path):
+    """The run's tokenizer: from the resumed checkpoint, from tokenizer.path, or trained on the corpus.
+    Only rank zero trains and writes it; the other ranks of a distributed run wait for the file."""
+    from bertlite.data.tokenizer import get_or_train_tokenizer, load_tokenizer
+
+    if cfg.ckpt_path and not cfg.tokenizer.path:
+        tokenizer = tokenizer_from_checkpoint(cfg.ckpt_path)  # a resumed run keeps its vocabulary
+        if is_rank_zero():
+            tokenizer.save(str(target))
+        return tokenizer
+    if not is_rank_zero():
+        if cfg.tokenizer.path:
+            return load_tokenizer(cfg.tokenizer.path, cfg.tokenizer.lowercase)
+        deadline = time.monotonic() + 3600
+        while not target.exists():
+            if time.monotonic() > deadline:
+                raise ConfigError(f"rank zero did not write {target} within an hour")
+            time.sleep(1)
+        return load_tokenizer(target)
+    return get_or_train_tokenizer(cfg.tokenizer.path, target, iter(datamodule.train_texts()),
+                                  cfg.tokenizer.vocab_size, cfg.tokenizer.lowercase)
+
+
 def pretrain(cfg: DictConfig) -> dict[str, float]:
     """Build tokenizer, data, model and trainer from the composed config, train, and return the final metrics."""
     # Heavy imports here, so that a bad command line is answered at once.
@@ -43,22 +74,17 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from bertlite.data.tokenizer import get_or_train_tokenizer, special_ids
+    from bertlite.data.tokenizer import special_ids
     from bertlite.models.config import config_from_dict
 
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    save_resolved_config(cfg, output_dir)
+    if is_rank_zero():
+        save_resolved_config(cfg, output_dir)
 
     datamodule = instantiate(cfg.data)
-    if cfg.ckpt_path and not cfg.tokenizer.path:
-        tokenizer = tokenizer_from_checkpoint(cfg.ckpt_path)  # a resumed run keeps its vocabulary
-        tokenizer.save(str(output_dir / "tokenizer.json"))
-    else:
-        tokenizer = get_or_train_tokenizer(cfg.tokenizer.path, output_dir / "tokenizer.json",
-                                           iter(datamodule.train_texts()), cfg.tokenizer.vocab_size,
-                                           cfg.tokenizer.lowercase)
-    datamodule.set_tokenizer(tokenizer)
+    datamodule.set_tokenizer(prepare_tokenizer(cfg, datamodule, output_dir / "tokenizer.json"))
+    tokenizer = datamodule.tokenizer
 
     model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
     model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])

@@ -166,7 +166,15 @@ class PretrainingDataModule(L.LightningDataModule):
         """The training text, for fitting a tokenizer."""
         return self.corpus()["train"][self.text_column]
 
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per node before setup(): the tokenized and packed blocks
+        # land in the datasets cache once, and the other ranks read them from there.
+        self.build()
+
     def setup(self, stage: str | None = None) -> None:
+        self.build()
+
+    def build(self) -> None:
         if self.train_dataset is not None:
             return
         if self.tokenizer is None:

@@ -10,8 +10,9 @@ import lightning as L
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from bertlite.errors import ConfigError
 from bertlite.models.config import config_from_dict
-from bertlite.tasks.optim import build_adamw, parameter_groups, warmup_decay
+from bertlite.tasks.optim import SCHEDULES, build_adamw, parameter_groups, warmup_decay
 
 CHECKPOINT_KEY = "bertlite"  # the section of a checkpoint that makes it self-contained
 FORMAT_VERSION = 1
@@ -36,6 +37,8 @@ class BertliteTask(L.LightningModule):
         compile: bool = False,
     ):
         super().__init__()
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"unknown task.schedule={schedule!r}; choose one of {', '.join(SCHEDULES)}")
         self.save_hyperparameters()
         self.model_config = config_from_dict(model)
         self.model = self.build_model(self.model_config)

@@ -25,9 +25,14 @@ def build_adamw(groups: Iterable[dict], lr: float, betas=(0.9, 0.999), eps: floa
     return torch.optim.AdamW(list(groups), lr=lr, betas=tuple(betas), eps=eps)
 
 
+SCHEDULES = ("linear", "cosine", "constant")
+
+
 def warmup_decay(step: int, warmup_steps: int, total_steps: int, schedule: str = "linear",
                  min_lr_ratio: float = 0.0) -> float:
     """Multiplier of the peak learning rate at ``step``: linear warm-up, then linear/cosine decay or constant."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
@@ -35,8 +40,6 @@ def warmup_decay(step: int, warmup_steps: int, total_steps: int, schedule: str =
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     if schedule == "linear":
         decay = 1.0 - progress
-    elif schedule == "cosine":
+    else:  # cosine
         decay = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; choose linear, cosine or constant")
     return min_lr_ratio + (1.0 - min_lr_ratio) * decay
