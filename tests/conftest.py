@@ -45,3 +45,49 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 300
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def pretrain_run(tiny_corpus, tmp_path_factory) -> Path:
+    """One tiny MLM pretraining through the CLI, shared by the end-to-end tests."""
+    run_dir = tmp_path_factory.mktemp("pretrain_run")
+    result = run_cli("bertlite.pretrain", *TINY_RUN, "data=text_files", f"data.train_files={tiny_corpus}",
+                     f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+# Words the tiny pretraining corpus (Python's docs) has whole tokens for.
+POSITIVE = ["valid", "correct", "true", "defined", "supported", "available", "enabled", "found"]
+NEGATIVE = ["invalid", "wrong", "false", "undefined", "unsupported", "missing", "disabled", "lost"]
+NOUNS = ["value", "object", "name", "module", "function", "argument", "type", "method"]
+
+
+def sentiment_rows(n: int, seed: int) -> list[dict]:
+    """A learnable toy task: the label follows the adjectives."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = POSITIVE if label == "pos" else NEGATIVE
+        rows.append({"review": f"the {rng.choice(NOUNS)} was {rng.choice(words)} and {rng.choice(words)} .",
+                     "sentiment": label})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def sentiment_csv(tmp_path_factory) -> tuple[Path, Path]:
+    import csv
+
+    folder = tmp_path_factory.mktemp("sentiment")
+    paths = []
+    for name, n, seed in [("train.csv", 240, 0), ("dev.csv", 60, 1)]:
+        path = folder / name
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["review", "sentiment"])
+            writer.writeheader()
+            writer.writerows(sentiment_rows(n, seed))
+        paths.append(path)
+    return paths[0], paths[1]

@@ -18,15 +18,6 @@ from tests.conftest import TINY_RUN, run_cli
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def pretrain_run(tiny_corpus, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("pretrain_run")
-    result = run_cli("bertlite.pretrain", *TINY_RUN, "data=text_files", f"data.train_files={tiny_corpus}",
-                     f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
-
-
 def logged(run_dir, key):
     with open(run_dir / "logs" / "metrics.csv") as f:
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]

@@ -15,8 +15,8 @@ from omegaconf import OmegaConf, open_dict
 from bertlite.cli.common import CONFIG_DIR, register_model_presets
 from bertlite.models.config import PRESETS
 
-PRIMARY = ["pretrain"]
-GROUPS = ["data", "task", "trainer", "callbacks", "logger", "experiment", "debug"]
+PRIMARY = ["pretrain", "finetune", "predict"]
+GROUPS = ["data", "task", "trainer", "schedule", "callbacks", "logger", "experiment", "debug"]
 
 
 def options(group: str) -> list[str]:
@@ -38,16 +38,28 @@ def compose_resolved(config_name: str, overrides: list[str]):
     return cfg, container
 
 
-CASES = [(p, []) for p in PRIMARY]
-CASES += [("pretrain", [f"{g}={o}"]) for g in GROUPS for o in options(g)]
-CASES += [("pretrain", [f"model={name}"]) for name in PRESETS]
+PRETRAIN_DATA = {"python_docs", "gutenberg", "wikitext2", "text_files", "hub"}
+
+
+def primary_for(group: str, option: str) -> str:
+    """Each option composes under the entry point it belongs to."""
+    if group == "data" and option not in PRETRAIN_DATA or group == "task" and option == "classification" \
+            or group in ("callbacks", "schedule") and option.startswith("finetune"):
+        return "finetune"
+    return "pretrain"
+
+
+CASES = [(p, ["checkpoint=x.ckpt"] if p == "predict" else []) for p in PRIMARY]
+CASES += [(primary_for(g, o), [f"{g}={o}"]) for g in GROUPS for o in options(g)]
+CASES += [(p, [f"model={name}"]) for name in PRESETS for p in ("pretrain", "finetune")]
 
 
 @pytest.mark.parametrize("config_name,overrides", CASES, ids=lambda x: "-".join(x) if isinstance(x, list) else x)
 def test_config_composes(config_name, overrides):
     cfg, container = compose_resolved(config_name, overrides)
-    assert container["model"]["arch"] == "bert"
-    assert container["trainer"]["_target_"] == "lightning.Trainer"
+    if config_name != "predict":
+        assert container["model"]["arch"] == "bert"
+        assert container["trainer"]["_target_"] == "lightning.Trainer"
 
 
 def test_every_group_has_options():
@@ -57,7 +69,9 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("data", options("data"))
 def test_data_configs_instantiate(data):
-    cfg, _ = compose_resolved("pretrain", [f"data={data}", "data.train_files=x.txt", "data.path=x"])
+    primary = primary_for("data", data)
+    required = "data.train_files=x.txt" if primary == "pretrain" else "data.train_file=x.csv"
+    cfg, _ = compose_resolved(primary, [f"data={data}", required, "data.path=x"])
     datamodule = instantiate(cfg.data)
     assert datamodule.max_seq_len == cfg.data.max_seq_len
 

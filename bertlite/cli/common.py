@@ -8,13 +8,14 @@ import importlib.util
 import logging
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from bertlite.errors import BertliteError
+from bertlite.errors import BertliteError, ConfigError
 
 log = logging.getLogger("bertlite")
 
@@ -76,9 +77,47 @@ def _tensorboard_available() -> bool:
     return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file, then rename: a crash leaves the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
     """Write the fully resolved config (every interpolation filled in) beside Hydra's own record."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / "config.yaml.tmp"
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(output_dir / "config.yaml")
+    write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def is_rank_zero() -> bool:
+    """Before the Trainer exists, the launcher's environment (RANK, LOCAL_RANK, SLURM_PROCID) tells the rank."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
+def prepare_tokenizer(tok_cfg: DictConfig, target: Path, texts: Callable[[], Iterable[str]],
+                      checkpoint: str | None = None):
+    """The run's tokenizer, saved as ``target``: the one inside ``checkpoint``, else ``tok_cfg.path``,
+    else a WordPiece tokenizer trained on ``texts()``. Only rank zero trains and writes it; the other
+    ranks of a distributed run wait for the file."""
+    from bertlite.checkpoints import read_checkpoint
+    from bertlite.data.tokenizer import get_or_train_tokenizer, load_tokenizer, tokenizer_from_json
+
+    if checkpoint and not tok_cfg.path:
+        tokenizer = tokenizer_from_json(read_checkpoint(checkpoint)["bertlite"]["tokenizer"])
+        if is_rank_zero():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tokenizer.save(str(target))
+        return tokenizer
+    if not is_rank_zero():
+        if tok_cfg.path:
+            return load_tokenizer(tok_cfg.path, tok_cfg.lowercase)
+        deadline = time.monotonic() + 3600
+        while not target.exists():
+            if time.monotonic() > deadline:
+                raise ConfigError(f"rank zero did not write {target} within an hour")
+            time.sleep(1)
+        return load_tokenizer(target)
+    return get_or_train_tokenizer(tok_cfg.path, target, iter(texts()), tok_cfg.vocab_size, tok_cfg.lowercase)

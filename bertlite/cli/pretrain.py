@@ -10,61 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bertlite.cli.common import (CONFIG_DIR, exit_on_user_error, instantiate_group, register_model_presets,
-                                 save_resolved_config)
-from bertlite.errors import CheckpointError, ConfigError
+from bertlite.cli.common import (CONFIG_DIR, exit_on_user_error, instantiate_group, is_rank_zero,
+                                 prepare_tokenizer, register_model_presets, save_resolved_config)
+from bertlite.errors import ConfigError
 
 log = logging.getLogger("bertlite.pretrain")
-
-
-def tokenizer_from_checkpoint(path: str):
-    import torch
-
-    from bertlite.data.tokenizer import tokenizer_from_json
-
-    try:
-        meta = torch.load(path, map_location="cpu", weights_only=False).get("bertlite", {})
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not meta.get("tokenizer"):
-        raise CheckpointError(f"{path} is not a bertlite checkpoint (it carries no tokenizer)")
-    return tokenizer_from_json(meta["tokenizer"])
-
-
-def is_rank_zero() -> bool:
-    """Before the Trainer exists, the launcher's environment (RANK, LOCAL_RANK, SLURM_PROCID) tells the rank."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return rank_zero_only.rank == 0
-
-
-def prepare_tokenizer(cfg: DictConfig, datamodule, target: Path):
-    """The run's tokenizer: from the resumed checkpoint, from tokenizer.path, or trained on the corpus.
-    Only rank zero trains and writes it; the other ranks of a distributed run wait for the file."""
-    from bertlite.data.tokenizer import get_or_train_tokenizer, load_tokenizer
-
-    if cfg.ckpt_path and not cfg.tokenizer.path:
-        tokenizer = tokenizer_from_checkpoint(cfg.ckpt_path)  # a resumed run keeps its vocabulary
-        if is_rank_zero():
-            tokenizer.save(str(target))
-        return tokenizer
-    if not is_rank_zero():
-        if cfg.tokenizer.path:
-            return load_tokenizer(cfg.tokenizer.path, cfg.tokenizer.lowercase)
-        deadline = time.monotonic() + 3600
-        while not target.exists():
-            if time.monotonic() > deadline:
-                raise ConfigError(f"rank zero did not write {target} within an hour")
-            time.sleep(1)
-        return load_tokenizer(target)
-    return get_or_train_tokenizer(cfg.tokenizer.path, target, iter(datamodule.train_texts()),
-                                  cfg.tokenizer.vocab_size, cfg.tokenizer.lowercase)
 
 
 def pretrain(cfg: DictConfig) -> dict[str, float]:
@@ -83,7 +38,9 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
         save_resolved_config(cfg, output_dir)
 
     datamodule = instantiate(cfg.data)
-    datamodule.set_tokenizer(prepare_tokenizer(cfg, datamodule, output_dir / "tokenizer.json"))
+    # a resumed run keeps its vocabulary: the tokenizer comes from the checkpoint
+    datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
+                                               checkpoint=cfg.ckpt_path))
     tokenizer = datamodule.tokenizer
 
     model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))

@@ -131,6 +131,7 @@ class PretrainingDataModule(L.LightningDataModule):
         eval_batch_size: int = 64,
         max_eval_blocks: int | None = None,
         mlm_probability: float = 0.15,
+        eval_mlm_probability: float = 0.15,
         whole_word_mask: bool = False,
         num_workers: int = 0,
         num_proc: int | None = None,
@@ -144,6 +145,7 @@ class PretrainingDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.max_eval_blocks = batch_size, eval_batch_size, max_eval_blocks
         self.num_workers, self.seed = num_workers, seed
         self.mlm_probability, self.whole_word_mask = mlm_probability, whole_word_mask
+        self.eval_mlm_probability = eval_mlm_probability
         self.tokenizer: Tokenizer | None = None
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
@@ -155,6 +157,8 @@ class PretrainingDataModule(L.LightningDataModule):
         """The tokenizer may be trained on this module's own corpus, so it can arrive after construction."""
         self.tokenizer = tokenizer
         self.masker = MLMMasker(tokenizer, self.mlm_probability, self.whole_word_mask)
+        # Validation keeps BERT's 15% whatever the training rate, so losses stay comparable across recipes.
+        self.eval_masker = MLMMasker(tokenizer, self.eval_mlm_probability, self.whole_word_mask)
         self.collator = MLMCollator(self.masker)
 
     def corpus(self) -> datasets.DatasetDict:
@@ -195,7 +199,7 @@ class PretrainingDataModule(L.LightningDataModule):
 
     def mask_once(self, ds: datasets.Dataset) -> datasets.Dataset:
         ids = torch.from_numpy(np.stack(ds.with_format("numpy")["input_ids"]))  # (N, T)
-        corrupted, labels = self.masker(ids, torch.Generator().manual_seed(self.seed))
+        corrupted, labels = self.eval_masker(ids, torch.Generator().manual_seed(self.seed))
         return datasets.Dataset.from_dict({"input_ids": corrupted.numpy(), "labels": labels.numpy()}).with_format("torch")
 
     def train_dataloader(self) -> DataLoader:

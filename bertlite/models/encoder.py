@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bertlite.models.config import BertConfig
+from bertlite.models.heads import ClassificationHead, pool
 from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, padding_mask
 
 
@@ -96,3 +97,20 @@ class BertForMaskedLM(nn.Module):
         logits = self.mlm_head(hidden)
         loss = None if mlm_labels is None else F.cross_entropy(logits.float(), mlm_labels)
         return MaskedLMOutput(logits, loss)
+
+
+class BertForSequenceClassification(nn.Module):
+    """The encoder, a pooled representation of the sequence ([CLS] by default), and a classification head."""
+
+    def __init__(self, config: BertConfig, num_labels: int, pooling: str = "cls", classifier_dropout: float = 0.1):
+        super().__init__()
+        self.config, self.num_labels, self.pooling = config, num_labels, pooling
+        self.bert = BertModel(config)
+        self.head = ClassificationHead(config.d_model, num_labels, classifier_dropout)
+        init_weights(self, config.init_std)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        """-> logits (B, num_labels)."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        return self.head(pool(hidden, attention_mask, self.pooling))

@@ -52,12 +52,15 @@ class BertliteTask(L.LightningModule):
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = build_adamw(parameter_groups(self.model, hp.weight_decay), hp.lr, hp.betas, hp.eps)
+        optimizer = build_adamw(self.parameter_groups(), hp.lr, hp.betas, hp.eps)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = hp.warmup_steps if hp.warmup_steps is not None else int(hp.warmup_ratio * total)
         warmup = max(1, warmup)
         scheduler = LambdaLR(optimizer, lambda step: warmup_decay(step, warmup, total, hp.schedule, hp.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
+
+    def parameter_groups(self) -> list[dict]:
+        return parameter_groups(self.model, self.hparams.weight_decay, self.hparams.lr)
 
     # --- self-contained checkpoints -----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Iterable
 
 import torch
 from torch import nn
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weight matrices and embeddings decay; biases and LayerNorm parameters (1-D) do not."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"name": "decay", "params": decay, "weight_decay": weight_decay},
-            {"name": "no_decay", "params": no_decay, "weight_decay": 0.0}]
+def layer_depth(name: str, n_layers: int) -> int:
+    """0 for embeddings, i + 1 for layer i of a stack, n_layers + 1 for everything above (norms, heads)."""
+    match = re.search(r"\.layers\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if "embeddings" in name else n_layers + 1
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                     layerwise_lr_decay: float = 1.0, n_layers: int = 0) -> list[dict]:
+    """AdamW groups. Weight matrices and embeddings decay; biases and LayerNorm parameters (1-D) do not.
+
+    With layerwise_lr_decay < 1 (fine-tuning, as in ELECTRA), a parameter at depth d gets
+    lr * decay^(n_layers + 1 - d): the head the full rate, each layer below a little less.
+    """
+    groups: dict[tuple[bool, int], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        decay = p.ndim >= 2
+        depth = layer_depth(name, n_layers) if layerwise_lr_decay != 1.0 else 0
+        if (decay, depth) not in groups:
+            label = "decay" if decay else "no_decay"
+            group = {"name": label, "params": [], "weight_decay": weight_decay if decay else 0.0}
+            if layerwise_lr_decay != 1.0:
+                group.update(name=f"{label}/depth{depth}", lr=lr * layerwise_lr_decay ** (n_layers + 1 - depth))
+            groups[(decay, depth)] = group
+        groups[(decay, depth)]["params"].append(p)
+    return [groups[k] for k in sorted(groups, key=lambda k: (not k[0], k[1]))]  # decay groups first
 
 
 def build_adamw(groups: Iterable[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:

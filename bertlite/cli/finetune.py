@@ -1,0 +1,108 @@
+"""bertlite-finetune: fine-tune a sequence classifier, from a pretraining checkpoint or from scratch.
+
+    bertlite-finetune data=sst2 pretrained=outputs/pretrain/<run>/checkpoints/last.ckpt
+    bertlite-finetune data=mrpc pretrained=... task.lr=5e-5
+    bertlite-finetune data=csv data.train_file=train.csv data.text_column=review data.label_column=stars
+    bertlite-finetune data=sst2 pretrained=null model=bert-mini          # random initialisation (ablation)
+
+At the end the best checkpoint (by the data set's metric) is evaluated on validation and test data,
+and the numbers are written to metrics.json in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from bertlite.cli.common import (CONFIG_DIR, exit_on_user_error, instantiate_group, is_rank_zero, prepare_tokenizer,
+                                 register_model_presets, save_resolved_config, write_atomic)
+from bertlite.errors import ConfigError
+
+log = logging.getLogger("bertlite.finetune")
+
+
+def finetune(cfg: DictConfig) -> dict:
+    import lightning as L
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from bertlite.checkpoints import read_checkpoint
+    from bertlite.data.tokenizer import special_ids
+    from bertlite.models.config import config_from_dict
+    from bertlite.tasks.classification import resolve_metric
+
+    started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+
+    datamodule = instantiate(cfg.data)
+    pretrained = read_checkpoint(cfg.pretrained, expect_task="mlm") if cfg.pretrained else None
+    datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
+                                               checkpoint=cfg.pretrained))
+    tokenizer = datamodule.tokenizer
+    if pretrained is not None:
+        model_config = dict(pretrained["bertlite"]["model_config"])
+        if model_config["vocab_size"] != tokenizer.get_vocab_size():
+            raise ConfigError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens but the pretrained model "
+                              f"{model_config['vocab_size']}; drop tokenizer.path to use the checkpoint's own")
+    else:
+        model_config = OmegaConf.to_container(cfg.model, resolve=True)
+        model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
+    model_config.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
+    model_config = dataclasses.asdict(config_from_dict(model_config))  # validates the fields
+    if cfg.data.max_seq_len > model_config["max_seq_len"]:
+        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds the model's max_seq_len="
+                          f"{model_config['max_seq_len']}")
+
+    label_names = datamodule.find_label_names()
+    cfg.data.metric = resolve_metric(cfg.data.metric, len(label_names))  # callbacks monitor val/<metric>
+    if is_rank_zero():
+        save_resolved_config(cfg, output_dir)
+    task = instantiate(cfg.task, model=model_config, num_labels=len(label_names), label_names=label_names,
+                       metric=cfg.data.metric, max_seq_len=cfg.data.max_seq_len, _convert_="all")
+    if pretrained is not None:
+        task.load_encoder(pretrained["state_dict"])
+    task.tokenizer_json = tokenizer.to_str()
+    log.info("Fine-tuning %s on %d labels %s (metric %s), %s", model_config["arch"], len(label_names), label_names,
+             cfg.data.metric, f"from {cfg.pretrained}" if pretrained is not None else "from random initialisation")
+
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
+                                     logger=instantiate_group(cfg.get("logger")) or False)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    train_seconds = time.perf_counter() - started
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ckpt = best or None
+    results = {"validation": trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]}
+    if datamodule.test_dataloader():
+        results["test"] = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+    report = {"metric": cfg.data.metric, "labels": label_names, "best_checkpoint": best,
+              "pretrained": cfg.pretrained, "train_seconds": round(train_seconds, 1),
+              "train_examples": len(datamodule.datasets["train"]),
+              **{split: {k: float(v) for k, v in m.items()} for split, m in results.items()}}
+    if trainer.is_global_zero:
+        write_atomic(output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+        log.info("Validation %s: %s", cfg.data.metric, report["validation"].get(f"val/{cfg.data.metric}"))
+        log.info("Wrote %s", output_dir / "metrics.json")
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="finetune")
+@exit_on_user_error
+def _main(cfg: DictConfig) -> None:
+    finetune(cfg)
+
+
+def main() -> None:
+    register_model_presets()
+    _main()
+
+
+if __name__ == "__main__":
+    main()

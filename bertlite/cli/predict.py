@@ -1,0 +1,104 @@
+"""bertlite-predict: labels and probabilities for a text or a file of texts, from a classification checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from bertlite.cli.common import CONFIG_DIR, exit_on_user_error, write_atomic
+from bertlite.errors import ConfigError, DataError
+
+log = logging.getLogger("bertlite.predict")
+
+
+def read_inputs(cfg: DictConfig) -> tuple[list[str], list[str] | None]:
+    from bertlite.data.sources import expand_files, load_files, require_column
+
+    if (cfg.text is None) == (cfg.input is None):
+        raise ConfigError("give exactly one of text=\"...\" or input=<file>")
+    if cfg.text is not None:
+        return [str(cfg.text)], None if cfg.text_pair is None else [str(cfg.text_pair)]
+    ds = load_files({"train": expand_files(cfg.input, "input file")})["train"]
+    if len(ds) == 0:
+        raise DataError(f"the input file {cfg.input} holds no rows")
+    require_column(ds, cfg.text_column, "text_column")
+    texts = ["" if t is None else str(t) for t in ds[cfg.text_column]]
+    pairs = None
+    if cfg.text_pair_column:
+        require_column(ds, cfg.text_pair_column, "text_pair_column")
+        pairs = ["" if t is None else str(t) for t in ds[cfg.text_pair_column]]
+    return texts, pairs
+
+
+def predict(cfg: DictConfig) -> list[dict]:
+    from bertlite.inference import Classifier
+
+    output = Path(cfg.output) if cfg.output else None
+    if output is not None and output.suffix not in (".jsonl", ".csv"):
+        raise ConfigError(f"output={output}: the file must end in .jsonl or .csv")
+    classifier = Classifier(cfg.checkpoint, device=cfg.device)
+    texts, pairs = read_inputs(cfg)
+    empty = sum(1 for t in texts if not t.strip())
+    if empty:
+        log.warning("%d empty texts: each is classified from [CLS] [SEP] alone", empty)
+    probs = classifier.predict_proba(texts, pairs, batch_size=cfg.batch_size)
+    rows = []
+    for i, p in enumerate(probs.tolist()):
+        row = {"text": texts[i], **({"text_pair": pairs[i]} if pairs else {}),
+               "label": classifier.labels[max(range(len(p)), key=p.__getitem__)],
+               **{f"p_{name}": round(v, 6) for name, v in zip(classifier.labels, p)}}
+        rows.append(row)
+    if output is None:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    elif output.suffix == ".jsonl":
+        write_atomic(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(output, buffer.getvalue())
+    if output is not None:
+        log.info("Wrote %d predictions to %s", len(rows), output)
+    return rows
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+@exit_on_user_error
+def _main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+FREE_TEXT_KEYS = ("text", "text_pair")
+
+
+def quote_free_text(argv: list[str]) -> list[str]:
+    """text="a gripping, beautifully acted film" reaches us as text=a gripping, ... which Hydra would read
+    as a list; a text is always one string, so quote it for Hydra's grammar."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in FREE_TEXT_KEYS and value and value[0] not in "'\"":
+            # Hydra's quoted strings: a quote is escaped as \', and backslashes before a quote or at the end double
+            escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+            arg = f"{key}='" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + "'"
+        out.append(arg)
+    return out
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0], *quote_free_text(sys.argv[1:])]
+    _main()
+
+
+if __name__ == "__main__":
+    main()

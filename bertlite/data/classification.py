@@ -1,0 +1,242 @@
+"""Classification data: single sentences or sentence pairs with labels, from local files or the hub.
+
+Labels may be strings or integers. Their names come from the training split (sorted), travel with the
+model, and a label in validation or test data that training never saw is an error.
+Batches are padded dynamically to their longest row; ``group_by_length`` puts rows of similar length
+together so that little padding is left.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Sequence
+
+import datasets
+import lightning as L
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader, Sampler
+
+from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
+from bertlite.data.tokenizer import special_ids
+from bertlite.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+
+def truncating(tokenizer: Tokenizer, max_seq_len: int) -> Tokenizer:
+    """A copy of the tokenizer that cuts encodings to max_seq_len (the longer of a pair first), without padding."""
+    tokenizer = Tokenizer.from_str(tokenizer.to_str())
+    tokenizer.enable_truncation(max_seq_len, strategy="longest_first")
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list:
+    inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+    return tokenizer.encode_batch(inputs)
+
+
+def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad input_ids and token_type_ids to the longest row; attention_mask marks the real tokens."""
+    length = max(len(r["input_ids"]) for r in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((len(rows), length), dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        input_ids[i, :n] = torch.as_tensor(r["input_ids"])
+        token_type_ids[i, :n] = torch.as_tensor(r["token_type_ids"])
+        attention_mask[i, :n] = 1
+    batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+    if "label" in rows[0]:
+        batch["labels"] = torch.as_tensor([r["label"] for r in rows], dtype=torch.long)
+    return batch
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Shuffle, then sort by length inside windows of ``batch_size * window`` rows, and shuffle the batches:
+    random order across training, similar lengths within a batch (as HF's group_by_length)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, window: int = 50, seed: int = 0):
+        self.lengths, self.batch_size, self.window, self.seed = list(lengths), batch_size, window, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        size = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = sorted(order[start:start + size], key=lambda i: -self.lengths[i])
+            batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield from batches[b]
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        tokenizer: Tokenizer | None = None,
+        train_file: str | Sequence[str] | None = None,
+        validation_file: str | Sequence[str] | None = None,
+        test_file: str | Sequence[str] | None = None,
+        format: str | None = None,
+        path: str | None = None,
+        name: str | None = None,
+        text_column: str = "text",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        reader: dict | None = None,
+        validation_fraction: float = 0.1,
+        max_train_samples: int | None = None,
+        metric: str = "auto",
+        max_seq_len: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 128,
+        group_by_length: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.files = {"train": train_file, "validation": validation_file, "test": test_file}
+        self.format, self.path, self.name, self.reader = format, path, name, dict(reader or {})
+        self.text_column, self.text_pair_column, self.label_column = text_column, text_pair_column, label_column
+        self.validation_fraction, self.max_train_samples = validation_fraction, max_train_samples
+        self.metric = metric  # the data set's own measure of success (GLUE's convention), read by the task
+        self.max_seq_len, self.batch_size, self.eval_batch_size = max_seq_len, batch_size, eval_batch_size
+        self.group_by_length, self.num_workers, self.seed = group_by_length, num_workers, seed
+        self.tokenizer = tokenizer
+        self.raw: datasets.DatasetDict | None = None
+        self.label_names: list[str] | None = None
+        self.datasets: dict[str, datasets.Dataset] = {}
+
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def train_texts(self) -> Iterator[str]:
+        """Training text (both sentences of pairs), for fitting a tokenizer when there is no pretrained one."""
+        train = self.load_raw()["train"]
+        for column in filter(None, [self.text_column, self.text_pair_column]):
+            yield from (t for t in train[column] if t)
+
+    # --- raw data and labels ----------------------------------------------------------------
+    def load_raw(self) -> datasets.DatasetDict:
+        if self.raw is not None:
+            return self.raw
+        if self.path:
+            dsd = load_hub(self.path, self.name)
+        else:
+            if not self.files["train"]:
+                raise DataError("no training file: set data.train_file=/path/train.csv (csv, tsv, jsonl or parquet)")
+            splits = {s: expand_files(f, f"{s} file") for s, f in self.files.items() if f}
+            dsd = load_files(splits, self.format, **self.reader)
+        dsd = datasets.DatasetDict({s: dsd[s] for s in SPLITS if s in dsd})
+        for split, ds in dsd.items():
+            if len(ds) == 0:
+                raise DataError(f"the {split} split is empty; check data.{split}_file")
+            for column, option in [(self.text_column, "data.text_column"), (self.label_column, "data.label_column"),
+                                   (self.text_pair_column, "data.text_pair_column")]:
+                if column is not None and (split != "test" or column != self.label_column):
+                    require_column(ds, column, option)
+        dsd = carve_validation(dsd, self.validation_fraction, self.seed)
+        if self.max_train_samples is not None:
+            dsd["train"] = dsd["train"].shuffle(seed=self.seed).select(range(min(self.max_train_samples,
+                                                                                  len(dsd["train"]))))
+        self.raw = dsd
+        return dsd
+
+    def find_label_names(self) -> list[str]:
+        """Sorted label values of the training split, as strings (integers sorted numerically)."""
+        if self.label_names is None:
+            values = set(self.load_raw()["train"][self.label_column])
+            if None in values:
+                raise DataError(f"the training data has rows without a label in column {self.label_column!r}")
+            if len(values) < 2:
+                raise DataError(f"the training data has only the label(s) {sorted(map(str, values))}; "
+                                "classification needs at least two")
+            ordered = sorted(values) if all(isinstance(v, (int, bool)) for v in values) else sorted(map(str, values))
+            self.label_names = [str(v) for v in ordered]
+        return self.label_names
+
+    # --- tokenized splits ---------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.build()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.build()
+
+    def build(self) -> None:
+        if self.datasets:
+            return
+        if self.tokenizer is None:
+            raise RuntimeError("call set_tokenizer() before setup()")
+        raw, names = self.load_raw(), self.find_label_names()
+        label_ids = {name: i for i, name in enumerate(names)}
+        tokenizer = truncating(self.tokenizer, self.max_seq_len)
+        for split, ds in raw.items():
+            has_labels = self.label_column in ds.column_names
+            if has_labels:
+                unseen = sorted({str(v) for v in ds.unique(self.label_column)} - set(names))
+                if unseen:
+                    raise DataError(f"the {split} split has labels never seen in training: {unseen[:10]}; "
+                                    f"training labels are {names}")
+            self.datasets[split] = ds.map(self._encoder(tokenizer, label_ids if has_labels else None), batched=True,
+                                          remove_columns=ds.column_names, desc=f"tokenizing {split}")
+        # Rows whose text is empty teach nothing: skipped in training, kept (and scored) in evaluation.
+        train = self.datasets["train"]
+        self.datasets["train"] = train.filter(lambda n: [x > 2 for x in n], input_columns="length", batched=True)
+        skipped = len(train) - len(self.datasets["train"])
+        if skipped:
+            log.warning("Skipped %d training rows with empty text", skipped)
+        for split in ("validation", "test"):  # sorted by length: evaluation batches carry little padding
+            if split in self.datasets:
+                self.datasets[split] = self.datasets[split].sort("length")
+        log.info("Classification data: %s; labels %s",
+                 ", ".join(f"{s} {len(d)}" for s, d in self.datasets.items()), names)
+
+    def _encoder(self, tokenizer: Tokenizer, label_ids: dict | None):
+        def encode(batch: dict) -> dict:
+            texts = ["" if t is None else str(t) for t in batch[self.text_column]]
+            pairs = None
+            if self.text_pair_column:
+                pairs = ["" if t is None else str(t) for t in batch[self.text_pair_column]]
+            encodings = encode_texts(tokenizer, texts, pairs)
+            out = {"input_ids": [e.ids for e in encodings], "token_type_ids": [e.type_ids for e in encodings],
+                   "length": [len(e.ids) for e in encodings]}
+            if label_ids is not None:
+                out["label"] = [label_ids[str(v)] for v in batch[self.label_column]]
+            return out
+
+        return encode
+
+    # --- loaders -------------------------------------------------------------------------------
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        return pad_batch(rows, special_ids(self.tokenizer)["pad"])
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.datasets["train"]
+        sampler = LengthGroupedSampler(ds["length"], self.batch_size, seed=self.seed) if self.group_by_length else None
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, shuffle=sampler is None,
+                          collate_fn=self.collate, num_workers=self.num_workers)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=self.collate, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.datasets or "label" not in self.datasets["test"].column_names:
+            return []
+        return self._eval_loader("test")

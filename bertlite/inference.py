@@ -1,0 +1,139 @@
+"""Inference from a checkpoint, with neither Hydra nor the training data.
+
+    clf = bertlite.load("runs/sst2/checkpoints/best.ckpt")
+    clf.predict(["great movie", "dull and far too long"])      # -> ["1", "0"]
+    clf.predict_proba(["great movie"])                          # -> tensor (N, num_labels)
+    mlm = bertlite.load("runs/pretrain/checkpoints/last.ckpt")
+    mlm.fill_mask("The capital of France is [MASK].")           # -> [{"token", "score", "sequence"}, ...]
+
+Texts are encoded once, sorted by length, and run in batches padded only to their own longest text,
+under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tokenizers import Tokenizer
+
+from bertlite.checkpoints import model_state, read_checkpoint
+from bertlite.data.classification import encode_texts, pad_batch, truncating
+from bertlite.data.tokenizer import MASK, special_ids, tokenizer_from_json
+from bertlite.errors import BertliteError, CheckpointError
+from bertlite.models.config import config_from_dict
+from bertlite.models.encoder import BertForMaskedLM, BertForSequenceClassification
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Predictor:
+    """What every predictor shares: the checkpoint's config, tokenizer and weights on a device."""
+
+    task = ""
+
+    def __init__(self, checkpoint: str | Path | dict[str, Any], device: str | torch.device | None = None):
+        if not isinstance(checkpoint, dict):
+            checkpoint = read_checkpoint(checkpoint, expect_task=self.task)
+        meta = checkpoint["bertlite"]
+        self.meta = meta
+        self.config = config_from_dict(meta["model_config"])
+        self.tokenizer: Tokenizer = tokenizer_from_json(meta["tokenizer"])
+        if self.tokenizer.get_vocab_size() != self.config.vocab_size:
+            raise CheckpointError(f"the checkpoint's tokenizer has {self.tokenizer.get_vocab_size()} tokens but its "
+                                  f"model {self.config.vocab_size}: the checkpoint is inconsistent")
+        self.device = pick_device(device)
+        self.model = self.build_model()
+        try:
+            self.model.load_state_dict(model_state(checkpoint))
+        except RuntimeError as exc:
+            raise CheckpointError(f"the checkpoint's weights do not fit its own config: {str(exc)[:300]}") from exc
+        self.model.to(self.device).eval()
+        self.pad_id = special_ids(self.tokenizer)["pad"]
+        self.max_seq_len = meta.get("max_seq_len", self.config.max_seq_len)
+
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def batches(self, texts: Sequence[str], pairs: Sequence[str] | None, batch_size: int):
+        """Yield (original indices, padded batch on the device), longest texts first."""
+        if isinstance(texts, str):
+            raise TypeError("pass a list of texts, e.g. predict([text])")
+        if pairs is not None and len(pairs) != len(texts):
+            raise BertliteError(f"{len(texts)} texts but {len(pairs)} text pairs")
+        encodings = encode_texts(truncating(self.tokenizer, self.max_seq_len), [str(t) for t in texts],
+                                 None if pairs is None else [str(p) for p in pairs])
+        order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            rows = [{"input_ids": encodings[i].ids, "token_type_ids": encodings[i].type_ids} for i in idx]
+            yield idx, {k: v.to(self.device) for k, v in pad_batch(rows, self.pad_id).items()}
+
+
+class Classifier(Predictor):
+    task = "classification"
+
+    def build_model(self) -> BertForSequenceClassification:
+        self.labels: list[str] = list(self.meta["label_names"])
+        return BertForSequenceClassification(self.config, len(self.labels), self.meta.get("pooling", "cls"))
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None,
+                      batch_size: int = 64) -> torch.Tensor:
+        """(N, num_labels) probabilities, columns in the order of ``self.labels``."""
+        out = torch.empty(len(texts), len(self.labels))
+        for idx, batch in self.batches(texts, text_pairs, batch_size):
+            logits = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            out[idx] = logits.float().softmax(-1).cpu()
+        return out
+
+    def predict(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 64) -> list[str]:
+        """The most probable label name of each text."""
+        return [self.labels[i] for i in self.predict_proba(texts, text_pairs, batch_size).argmax(-1).tolist()]
+
+
+class MaskedLM(Predictor):
+    task = "mlm"
+
+    def build_model(self) -> BertForMaskedLM:
+        return BertForMaskedLM(self.config)
+
+    @torch.inference_mode()
+    def fill_mask(self, text: str, top_k: int = 5) -> list[dict] | list[list[dict]]:
+        """The top_k tokens for each [MASK] in ``text``: a list of {token, score, sequence} (a list per mask
+        when there are several)."""
+        mask_id = self.tokenizer.token_to_id(MASK)
+        encoding = self.tokenizer.encode(text)
+        ids = torch.tensor([encoding.ids[: self.config.max_seq_len]], device=self.device)
+        positions = (ids[0] == mask_id).nonzero().flatten()
+        if len(positions) == 0:
+            raise BertliteError(f"no {MASK} token in the text: {text!r}")
+        probs = self.model(ids, mlm_positions=positions).logits.float().softmax(-1)  # (n_masks, V)
+        results = []
+        for row, pos in zip(probs, positions.tolist()):
+            scores, tokens = row.topk(top_k)
+            options = []
+            for score, token in zip(scores.tolist(), tokens.tolist()):
+                filled = ids[0].clone()
+                filled[pos] = token
+                options.append({"token": self.tokenizer.id_to_token(token), "score": score,
+                                "sequence": self.tokenizer.decode(filled.tolist())})
+            results.append(options)
+        return results[0] if len(results) == 1 else results
+
+
+PREDICTORS = {"classification": Classifier, "mlm": MaskedLM}
+
+
+def load(path: str | Path, device: str | torch.device | None = None) -> Predictor:
+    """The predictor that fits the checkpoint's task: a Classifier or a MaskedLM."""
+    checkpoint = read_checkpoint(path)
+    task = checkpoint["bertlite"].get("task")
+    if task not in PREDICTORS:
+        raise CheckpointError(f"{path} is a {task!r} checkpoint; bertlite.load knows {', '.join(PREDICTORS)}")
+    return PREDICTORS[task](checkpoint, device)

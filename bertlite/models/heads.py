@@ -1,0 +1,40 @@
+"""Pooling a sequence of hidden states into one vector, and the classification head on top of it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+POOLINGS = ("cls", "mean", "last")
+
+
+def pool(hidden: Tensor, attention_mask: Tensor | None, how: str) -> Tensor:
+    """hidden (B, T, C) -> (B, C).
+
+    cls: the first position ([CLS], as BERT); mean: the average over real tokens;
+    last: the last real token (a causal decoder's only position that has seen the whole text).
+    """
+    if how == "cls":
+        return hidden[:, 0]
+    if attention_mask is None:
+        attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+    if how == "mean":
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    if how == "last":
+        last = attention_mask.sum(1).clamp(min=1) - 1  # (B,) index of the last real token
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+    raise ValueError(f"unknown pooling {how!r}; choose one of {', '.join(POOLINGS)}")
+
+
+class ClassificationHead(nn.Module):
+    """BERT's pooler (dense + tanh), dropout, then a linear layer to the labels."""
+
+    def __init__(self, d_model: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dense = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(d_model, num_labels)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.classifier(self.dropout(torch.tanh(self.dense(pooled))))  # (B, C) -> (B, num_labels)

@@ -1,0 +1,6 @@
+"""python -m bertlite.predict: the module form of bertlite-predict."""
+
+from bertlite.cli.predict import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Sequence classification (fine-tuning) as a LightningModule, with GLUE's metric conventions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Accuracy, F1Score, MatthewsCorrCoef, MeanMetric, MetricCollection
+
+from bertlite.errors import ConfigError
+from bertlite.models.encoder import BertForSequenceClassification
+from bertlite.tasks.base import BertliteTask
+from bertlite.tasks.optim import parameter_groups
+
+METRICS = ("acc", "f1", "mcc", "macro_f1")
+
+
+def resolve_metric(metric: str, num_labels: int) -> str:
+    """'auto': accuracy (acc) for two classes, macro-F1 for more (GLUE: F1 for MRPC, Matthews correlation for CoLA)."""
+    if metric == "auto":
+        return "acc" if num_labels == 2 else "macro_f1"
+    metric = {"accuracy": "acc"}.get(metric, metric)
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; choose auto or one of {', '.join(METRICS)}")
+    if metric == "f1" and num_labels != 2:
+        raise ConfigError("metric f1 is the binary F1 of label 1; with more than two labels use macro_f1")
+    return metric
+
+
+def build_metrics(num_labels: int) -> MetricCollection:
+    kind = "binary" if num_labels == 2 else "multiclass"
+    metrics = {"acc": Accuracy(task="multiclass", num_classes=num_labels),
+               "mcc": MatthewsCorrCoef(task=kind, num_classes=num_labels),
+               "macro_f1": F1Score(task="multiclass", num_classes=num_labels, average="macro")}
+    if num_labels == 2:
+        metrics["f1"] = F1Score(task="binary")
+    return MetricCollection(metrics)
+
+
+class ClassificationTask(BertliteTask):
+    """Fine-tune an encoder with a pooled classification head.
+
+    layerwise_lr_decay < 1 gives lower layers smaller learning rates; freeze_embeddings and
+    freeze_layers (the lowest n layers) keep those parameters fixed.
+    """
+
+    task_name = "classification"
+
+    def __init__(self, model: dict, num_labels: int, label_names: list[str], metric: str = "accuracy",
+                 pooling: str = "cls", classifier_dropout: float = 0.1, layerwise_lr_decay: float = 1.0,
+                 freeze_embeddings: bool = False, freeze_layers: int = 0, max_seq_len: int = 128, **kwargs):
+        if len(label_names) != num_labels:
+            raise ConfigError(f"{len(label_names)} label names for {num_labels} labels")
+        super().__init__(model, **kwargs)
+        self.label_names, self.metric = list(label_names), resolve_metric(metric, num_labels)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_metrics = build_metrics(num_labels).clone(prefix="val/")
+        self.test_metrics = build_metrics(num_labels).clone(prefix="test/")
+        encoder = self.model.bert
+        if freeze_embeddings:
+            encoder.embeddings.requires_grad_(False)
+        if freeze_layers > len(encoder.encoder.layers):
+            raise ConfigError(f"freeze_layers={freeze_layers} but the model has {len(encoder.encoder.layers)} layers")
+        for layer in encoder.encoder.layers[:freeze_layers]:
+            layer.requires_grad_(False)
+
+    def build_model(self, config) -> BertForSequenceClassification:
+        hp = self.hparams
+        return BertForSequenceClassification(config, hp.num_labels, hp.pooling, hp.classifier_dropout)
+
+    @property
+    def monitor(self) -> str:
+        return f"val/{self.metric}"
+
+    def parameter_groups(self) -> list[dict]:
+        hp = self.hparams
+        return parameter_groups(self.model, hp.weight_decay, hp.lr, hp.layerwise_lr_decay, self.model_config.n_layers)
+
+    def load_encoder(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Copy a pretrained encoder (the ``bert.*`` weights of an MLM checkpoint) into this model."""
+        encoder = {k.removeprefix("model.bert."): v for k, v in state_dict.items() if k.startswith("model.bert.")}
+        if not encoder:
+            raise ConfigError("the pretrained checkpoint holds no encoder weights (model.bert.*)")
+        missing, unexpected = self.model.bert.load_state_dict(encoder, strict=False)
+        if missing or unexpected:
+            raise ConfigError(f"pretrained encoder does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = F.cross_entropy(self(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch: dict, loss_metric: MeanMetric, metrics: MetricCollection) -> None:
+        logits = self(batch)
+        loss_metric.update(F.cross_entropy(logits, batch["labels"]), batch["labels"].numel())
+        metrics.update(logits.argmax(-1), batch["labels"])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_loss, self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_loss, self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val", self.val_loss, self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", self.test_loss, self.test_metrics)
+
+    def _log_epoch(self, stage: str, loss: MeanMetric, metrics: MetricCollection) -> None:
+        values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
+        self.log_dict(values, prog_bar=True)
+        loss.reset()
+        metrics.reset()
+
+    def extra_checkpoint_metadata(self) -> dict[str, Any]:
+        return {"label_names": self.label_names, "metric": self.metric, "pooling": self.hparams.pooling,
+                "max_seq_len": self.hparams.max_seq_len}
