@@ -121,3 +121,28 @@ def prepare_tokenizer(tok_cfg: DictConfig, target: Path, texts: Callable[[], Ite
             time.sleep(1)
         return load_tokenizer(target)
     return get_or_train_tokenizer(tok_cfg.path, target, iter(texts()), tok_cfg.vocab_size, tok_cfg.lowercase)
+
+
+def fit(trainer, task, datamodule, ckpt_path: str | None) -> None:
+    """trainer.fit, then save the final state as checkpoints/last.ckpt: Lightning's own ``last`` is written
+    only at validation, and training may end between two validations."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    last = next((cb for cb in trainer.checkpoint_callbacks
+                 if isinstance(cb, ModelCheckpoint) and cb.monitor is None and cb.dirpath), None)
+    if last is not None and trainer.global_step > 0:
+        path = Path(last.dirpath) / f"{last.filename or 'last'}{last.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            log.info("Last checkpoint: %s (step %d)", path, trainer.global_step)
+
+
+def best_checkpoint(trainer) -> str:
+    """The path of the best checkpoint by the monitored metric ('' when none was saved)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor is not None:
+            return cb.best_model_path
+    return ""

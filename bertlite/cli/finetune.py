@@ -20,8 +20,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bertlite.cli.common import (CONFIG_DIR, exit_on_user_error, instantiate_group, is_rank_zero, prepare_tokenizer,
-                                 register_model_presets, save_resolved_config, write_atomic)
+from bertlite.cli.common import (CONFIG_DIR, best_checkpoint, exit_on_user_error, fit, instantiate_group, is_rank_zero,
+                                 prepare_tokenizer, register_model_presets, save_resolved_config, write_atomic)
 from bertlite.errors import ConfigError
 
 log = logging.getLogger("bertlite.finetune")
@@ -74,10 +74,10 @@ def finetune(cfg: DictConfig) -> dict:
 
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                                      logger=instantiate_group(cfg.get("logger")) or False)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    fit(trainer, task, datamodule, cfg.ckpt_path)
     train_seconds = time.perf_counter() - started
 
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best = best_checkpoint(trainer)
     ckpt = best or None
     results = {"validation": trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]}
     if datamodule.test_dataloader():

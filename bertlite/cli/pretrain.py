@@ -15,8 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bertlite.cli.common import (CONFIG_DIR, exit_on_user_error, instantiate_group, is_rank_zero,
-                                 prepare_tokenizer, register_model_presets, save_resolved_config)
+from bertlite.cli.common import (CONFIG_DIR, best_checkpoint, exit_on_user_error, fit, instantiate_group,
+                                 is_rank_zero, prepare_tokenizer, register_model_presets, save_resolved_config)
 from bertlite.errors import ConfigError
 
 log = logging.getLogger("bertlite.pretrain")
@@ -55,12 +55,10 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
 
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                                      logger=instantiate_group(cfg.get("logger")) or False)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    fit(trainer, task, datamodule, cfg.ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and trainer.is_global_zero:
-        log.info("Best checkpoint: %s (val/loss %s)", checkpoint.best_model_path, checkpoint.best_model_score)
-        log.info("Last checkpoint: %s", checkpoint.last_model_path)
+    if trainer.is_global_zero:
+        log.info("Best checkpoint: %s", best_checkpoint(trainer))
     log.info("Run directory: %s", output_dir)
     return metrics
 
