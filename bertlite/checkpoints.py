@@ -12,6 +12,8 @@ from bertlite.errors import CheckpointError
 TASK_HINTS = {
     "mlm": "a masked-LM pretraining checkpoint: fine-tune it with bertlite-finetune pretrained=<it>, "
            "or use bertlite.load(<it>).fill_mask(...)",
+    "clm": "a causal-LM (GPT) pretraining checkpoint: generate with bertlite-generate or fine-tune it",
+    "seq2seq": "a seq2seq (encoder-decoder) pretraining checkpoint: generate with bertlite-generate or fine-tune it",
     "classification": "a classification checkpoint: use bertlite.load(<it>).predict(...) or bertlite-predict",
 }
 

@@ -3,6 +3,8 @@
     clf = bertlite.load("runs/sst2/checkpoints/best.ckpt")
     clf.predict(["great movie", "dull and far too long"])      # -> ["1", "0"]
     clf.predict_proba(["great movie"])                          # -> tensor (N, num_labels)
+    gpt = bertlite.load("runs/gpt/checkpoints/last.ckpt")
+    gpt.generate("It was a dark and", max_new_tokens=40, temperature=0.8, top_k=50)
     mlm = bertlite.load("runs/pretrain/checkpoints/last.ckpt")
     mlm.fill_mask("The capital of France is [MASK].")           # -> [{"token", "score", "sequence"}, ...]
 
@@ -23,7 +25,8 @@ from bertlite.data.classification import encode_texts, pad_batch, truncating
 from bertlite.data.tokenizer import MASK, special_ids, tokenizer_from_json
 from bertlite.errors import BertliteError, CheckpointError
 from bertlite.models.config import config_from_dict
-from bertlite.models.encoder import BertForMaskedLM, BertForSequenceClassification
+from bertlite.models.encoder import BertForMaskedLM
+from bertlite.models.registry import PRETRAINING_MODELS, build_classifier
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -78,9 +81,9 @@ class Predictor:
 class Classifier(Predictor):
     task = "classification"
 
-    def build_model(self) -> BertForSequenceClassification:
+    def build_model(self) -> torch.nn.Module:
         self.labels: list[str] = list(self.meta["label_names"])
-        return BertForSequenceClassification(self.config, len(self.labels), self.meta.get("pooling", "cls"))
+        return build_classifier(self.config, len(self.labels), self.meta.get("pooling", "auto"))
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None,
@@ -127,11 +130,38 @@ class MaskedLM(Predictor):
         return results[0] if len(results) == 1 else results
 
 
-PREDICTORS = {"classification": Classifier, "mlm": MaskedLM}
+class TextGenerator(Predictor):
+    """Continue a prompt (GPT) or rewrite / infill a source text (encoder-decoder)."""
+
+    task = ("clm", "seq2seq")
+
+    def build_model(self) -> torch.nn.Module:
+        return PRETRAINING_MODELS[self.config.arch](self.config)
+
+    @torch.inference_mode()
+    def generate(self, prompt: str, max_new_tokens: int = 40, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, greedy: bool = False, use_cache: bool = True,
+                 seed: int | None = None) -> str:
+        """The generated text. GPT: the prompt and its continuation; encoder-decoder: the decoder's output."""
+        ids = special_ids(self.tokenizer)
+        generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+        options = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, use_cache=use_cache,
+                       eos_id=None, generator=generator)
+        if self.config.arch == "gpt":
+            prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
+            tokens = torch.tensor([[ids["cls"], *prompt_ids]], device=self.device)  # [CLS] began every block
+            out = self.model.generate(tokens, max_new_tokens, **options)
+        else:
+            src = torch.tensor([self.tokenizer.encode(prompt).ids[: self.config.max_seq_len]], device=self.device)
+            out = self.model.generate(src, ids["cls"], max_new_tokens, **options)
+        return self.tokenizer.decode(out[0].tolist())
+
+
+PREDICTORS = {"classification": Classifier, "mlm": MaskedLM, "clm": TextGenerator, "seq2seq": TextGenerator}
 
 
 def load(path: str | Path, device: str | torch.device | None = None) -> Predictor:
-    """The predictor that fits the checkpoint's task: a Classifier or a MaskedLM."""
+    """The predictor that fits the checkpoint's task: a Classifier, a MaskedLM or a TextGenerator."""
     checkpoint = read_checkpoint(path)
     task = checkpoint["bertlite"].get("task")
     if task not in PREDICTORS:

@@ -52,7 +52,7 @@ def main() -> None:
     datamodule.setup("fit")
     train_ids = torch.as_tensor(datamodule.train_dataset.with_format("numpy")["input_ids"])
     val_labels = torch.as_tensor(datamodule.val_dataset.with_format("numpy")["labels"])
-    baseline = unigram_cross_entropy(train_ids, val_labels, tokenizer.get_vocab_size(), datamodule.masker.is_special)
+    baseline = unigram_cross_entropy(train_ids, val_labels, tokenizer.get_vocab_size(), datamodule.objective.masker.is_special)
     n_targets = int((val_labels != -100).sum())
 
     rows = loss_curve(args.run_dir)

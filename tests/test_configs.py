@@ -15,7 +15,9 @@ from omegaconf import OmegaConf, open_dict
 from bertlite.cli.common import CONFIG_DIR, register_model_presets
 from bertlite.models.config import PRESETS
 
-PRIMARY = ["pretrain", "finetune", "predict"]
+PRIMARY = ["pretrain", "finetune", "predict", "generate", "attention", "compare"]
+REQUIRED = {"predict": ["checkpoint=x.ckpt"], "generate": ["checkpoint=x.ckpt", "prompt=x"],
+            "attention": ["checkpoint=x.ckpt", "text=x"]}
 GROUPS = ["data", "task", "trainer", "schedule", "callbacks", "logger", "experiment", "debug"]
 
 
@@ -49,7 +51,7 @@ def primary_for(group: str, option: str) -> str:
     return "pretrain"
 
 
-CASES = [(p, ["checkpoint=x.ckpt"] if p == "predict" else []) for p in PRIMARY]
+CASES = [(p, REQUIRED.get(p, [])) for p in PRIMARY]
 CASES += [(primary_for(g, o), [f"{g}={o}"]) for g in GROUPS for o in options(g)]
 CASES += [(p, [f"model={name}"]) for name in PRESETS for p in ("pretrain", "finetune")]
 
@@ -57,8 +59,8 @@ CASES += [(p, [f"model={name}"]) for name in PRESETS for p in ("pretrain", "fine
 @pytest.mark.parametrize("config_name,overrides", CASES, ids=lambda x: "-".join(x) if isinstance(x, list) else x)
 def test_config_composes(config_name, overrides):
     cfg, container = compose_resolved(config_name, overrides)
-    if config_name != "predict":
-        assert container["model"]["arch"] == "bert"
+    if config_name in ("pretrain", "finetune"):
+        assert container["model"]["arch"] in ("bert", "gpt", "transformer")
         assert container["trainer"]["_target_"] == "lightning.Trainer"
 
 
@@ -86,6 +88,13 @@ def test_unknown_preset_and_bad_types_are_refused():
         compose_resolved("pretrain", ["model=bert-huge"])
     with pytest.raises(Exception, match="n_layers"):
         compose_resolved("pretrain", ["model.n_layers=many"])
+
+
+@pytest.mark.parametrize("arch,task", [("bert", "mlm"), ("gpt", "clm"), ("transformer", "seq2seq")])
+def test_every_architecture_composes_with_its_task(arch, task):
+    _, c = compose_resolved("pretrain", [f"model={arch}-mini", f"task={task}"])
+    assert c["model"]["arch"] == arch and c["task"]["_target_"].endswith(
+        {"mlm": "MaskedLMTask", "clm": "CausalLMTask", "seq2seq": "Seq2SeqTask"}[task])
 
 
 def test_experiment_changes_only_what_it_names():

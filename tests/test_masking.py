@@ -1,4 +1,4 @@
-"""BERT's MLM corruption (MLMMasker), labels_to_targets, MLMCollator and tokenize_and_pack,
+"""BERT's MLM corruption (MLMMasker), labels_to_targets, the MaskedLM objective and tokenize_and_pack,
 on a real WordPiece tokenizer trained on a small synthetic corpus."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bertlite.data.masking import MLMMasker, labels_to_targets
-from bertlite.data.pretraining import MLMCollator, tokenize_and_pack
+from bertlite.data.objectives import MaskedLM
+from bertlite.data.pretraining import tokenize_and_pack
 from bertlite.data.tokenizer import special_ids, train_wordpiece
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ra", "to", "su", "vi", "pe", "dor", "lin", "tas", "gru", "bel", "fen",
@@ -238,7 +239,7 @@ def test_labels_to_targets_on_masker_output(tokenizer, batch):
 
 
 def test_collator_dynamic_masking(tokenizer, batch):
-    collator = MLMCollator(MLMMasker(tokenizer))
+    collator = MaskedLM(tokenizer)
     rows = [{"input_ids": batch[i].tolist()} for i in range(8)]
     torch.manual_seed(0)
     out = collator(rows)
@@ -259,14 +260,14 @@ def test_collator_uses_precomputed_labels(tokenizer, batch):
     masker = MLMMasker(tokenizer)
     corrupted, labels = masker(batch[:6], torch.Generator().manual_seed(4))
     rows = [{"input_ids": torch.as_tensor(corrupted[i]), "labels": labels[i].tolist()} for i in range(6)]
-    out = MLMCollator(masker)(rows)
+    out = MaskedLM(tokenizer)(rows)
     assert torch.equal(out["input_ids"], corrupted)
     expected_positions, expected_targets = labels_to_targets(labels)
     assert torch.equal(out["mlm_positions"], expected_positions)
     assert torch.equal(out["mlm_labels"], expected_targets)
     # Precomputed labels are used as they are, whatever the RNG state.
     torch.manual_seed(99)
-    again = MLMCollator(masker)(rows)
+    again = MaskedLM(tokenizer)(rows)
     assert all(torch.equal(out[k], again[k]) for k in out)
 
 

@@ -119,8 +119,9 @@ def test_presets(name, layers, hidden):
     assert cfg.n_heads == hidden // 64 and cfg.d_ff == 4 * hidden
 
 
-def test_exactly_six_bert_presets():
-    assert set(PRESETS) == {"bert-tiny", "bert-mini", "bert-small", "bert-medium", "bert-base", "bert-large"}
+def test_six_presets_per_architecture():
+    sizes = ["tiny", "mini", "small", "medium", "base", "large"]
+    assert set(PRESETS) == {f"{arch}-{size}" for arch in ("bert", "gpt", "transformer") for size in sizes}
 
 
 def test_preset_overrides_do_not_mutate_the_preset():

@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -146,3 +147,17 @@ def best_checkpoint(trainer) -> str:
         if isinstance(cb, ModelCheckpoint) and cb.monitor is not None:
             return cb.best_model_path
     return ""
+
+
+def quote_free_text(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+    """text="a gripping, beautifully acted film" reaches us as text=a gripping, ... which Hydra would read
+    as a list; a text is always one string, so quote it for Hydra's grammar."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in keys and value and value[0] not in "'\"":
+            # Hydra's quoted strings: a quote is escaped as \', and backslashes before a quote or at the end double
+            escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+            arg = f"{key}='" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + "'"
+        out.append(arg)
+    return out

@@ -42,7 +42,7 @@ def finetune(cfg: DictConfig) -> dict:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
 
     datamodule = instantiate(cfg.data)
-    pretrained = read_checkpoint(cfg.pretrained, expect_task="mlm") if cfg.pretrained else None
+    pretrained = read_checkpoint(cfg.pretrained, expect_task=("mlm", "clm", "seq2seq")) if cfg.pretrained else None
     datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
                                                checkpoint=cfg.pretrained))
     tokenizer = datamodule.tokenizer

@@ -6,14 +6,13 @@ import csv
 import io
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from bertlite.cli.common import CONFIG_DIR, exit_on_user_error, write_atomic
+from bertlite.cli.common import CONFIG_DIR, exit_on_user_error, quote_free_text, write_atomic
 from bertlite.errors import ConfigError, DataError
 
 log = logging.getLogger("bertlite.predict")
@@ -78,25 +77,8 @@ def _main(cfg: DictConfig) -> None:
     predict(cfg)
 
 
-FREE_TEXT_KEYS = ("text", "text_pair")
-
-
-def quote_free_text(argv: list[str]) -> list[str]:
-    """text="a gripping, beautifully acted film" reaches us as text=a gripping, ... which Hydra would read
-    as a list; a text is always one string, so quote it for Hydra's grammar."""
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key in FREE_TEXT_KEYS and value and value[0] not in "'\"":
-            # Hydra's quoted strings: a quote is escaped as \', and backslashes before a quote or at the end double
-            escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
-            arg = f"{key}='" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + "'"
-        out.append(arg)
-    return out
-
-
 def main() -> None:
-    sys.argv = [sys.argv[0], *quote_free_text(sys.argv[1:])]
+    sys.argv = [sys.argv[0], *quote_free_text(sys.argv[1:], ("text", "text_pair"))]
     _main()
 
 

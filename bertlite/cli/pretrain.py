@@ -3,6 +3,8 @@
     bertlite-pretrain                                   # offline default: bert-tiny on Python's documentation
     bertlite-pretrain model=bert-mini data=gutenberg
     bertlite-pretrain experiment=gutenberg_mini         # the 15-minute CPU recipe
+    bertlite-pretrain model=gpt-mini task=clm data=gutenberg
+    bertlite-pretrain model=transformer-mini task=seq2seq data=gutenberg
     python -m bertlite.pretrain trainer=ddp trainer.devices=4
 """
 
@@ -27,7 +29,7 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     # Heavy imports here, so that a bad command line is answered at once.
     import lightning as L
     from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import instantiate
+    from hydra.utils import get_class, instantiate
 
     from bertlite.data.tokenizer import special_ids
     from bertlite.models.config import config_from_dict
@@ -37,7 +39,14 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     if is_rank_zero():
         save_resolved_config(cfg, output_dir)
 
-    datamodule = instantiate(cfg.data)
+    from bertlite.tasks import PRETRAINING_TASKS
+
+    task_cls = get_class(cfg.task._target_)
+    if cfg.model.arch != task_cls.arch:
+        fits = next((n for n, t in PRETRAINING_TASKS.items() if t.arch == cfg.model.arch), "?")
+        raise ConfigError(f"task={task_cls.task_name} trains {task_cls.arch} models but the model is a "
+                          f"{cfg.model.arch}; use task={fits} (or a {task_cls.arch}-* model)")
+    datamodule = instantiate(cfg.data, objective=task_cls.task_name)
     # a resumed run keeps its vocabulary: the tokenizer comes from the checkpoint
     datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
                                                checkpoint=cfg.ckpt_path))

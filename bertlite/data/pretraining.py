@@ -16,10 +16,10 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from bertlite.data.masking import MLMMasker, labels_to_targets
+from bertlite.data.objectives import OBJECTIVES
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
 from bertlite.data.tokenizer import special_ids
-from bertlite.errors import DataError
+from bertlite.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -88,36 +88,18 @@ def tokenize_and_pack(ds: datasets.Dataset, tokenizer: Tokenizer, text_column: s
                          desc=f"packing into blocks of {max_seq_len}")
 
 
-class MLMCollator:
-    """A list of packed blocks -> a batch with fresh random masking (dynamic masking, as in RoBERTa).
-
-    Returns input_ids (B, T), mlm_positions (N,) flat indices into B*T, and mlm_labels (N,).
-    Rows that carry precomputed ``labels`` (the fixed validation masks) are used as they are.
-    """
-
-    def __init__(self, masker: MLMMasker):
-        self.masker = masker
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        input_ids = torch.stack([torch.as_tensor(r["input_ids"]) for r in rows])
-        if "labels" in rows[0]:
-            labels = torch.stack([torch.as_tensor(r["labels"]) for r in rows])
-        else:
-            input_ids, labels = self.masker(input_ids)
-        positions, targets = labels_to_targets(labels)
-        return {"input_ids": input_ids, "mlm_positions": positions, "mlm_labels": targets}
-
-
 class PretrainingDataModule(L.LightningDataModule):
-    """Packed, dynamically masked MLM batches from a text corpus.
+    """Packed blocks from a text corpus, made into batches by a pretraining objective (data/objectives.py):
+    dynamically masked for MLM, as they are for causal LM, noised for seq2seq text infilling.
 
-    Validation blocks are masked once, with a fixed seed, so every evaluation (and the unigram baseline
-    in scripts/unigram_baseline.py) scores the very same positions.
+    Validation blocks are corrupted once, with a fixed seed, so every evaluation (and the unigram baseline
+    in scripts/unigram_baseline.py) scores the very same task.
     """
 
     def __init__(
         self,
         tokenizer: Tokenizer | None = None,
+        objective: str = "mlm",
         source: str = "files",
         train_files: str | Sequence[str] | None = None,
         validation_files: str | Sequence[str] | None = None,
@@ -133,6 +115,8 @@ class PretrainingDataModule(L.LightningDataModule):
         mlm_probability: float = 0.15,
         eval_mlm_probability: float = 0.15,
         whole_word_mask: bool = False,
+        noise_density: float = 0.3,
+        mean_span_length: float = 3.0,
         num_workers: int = 0,
         num_proc: int | None = None,
         seed: int = 0,
@@ -144,8 +128,12 @@ class PretrainingDataModule(L.LightningDataModule):
         self.text_column, self.max_seq_len, self.num_proc = text_column, max_seq_len, num_proc
         self.batch_size, self.eval_batch_size, self.max_eval_blocks = batch_size, eval_batch_size, max_eval_blocks
         self.num_workers, self.seed = num_workers, seed
-        self.mlm_probability, self.whole_word_mask = mlm_probability, whole_word_mask
-        self.eval_mlm_probability = eval_mlm_probability
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"unknown pretraining objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        self.objective_name = objective
+        self.objective_kwargs = dict(mlm_probability=mlm_probability, eval_mlm_probability=eval_mlm_probability,
+                                     whole_word_mask=whole_word_mask, noise_density=noise_density,
+                                     mean_span_length=mean_span_length)
         self.tokenizer: Tokenizer | None = None
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
@@ -156,10 +144,7 @@ class PretrainingDataModule(L.LightningDataModule):
     def set_tokenizer(self, tokenizer: Tokenizer) -> None:
         """The tokenizer may be trained on this module's own corpus, so it can arrive after construction."""
         self.tokenizer = tokenizer
-        self.masker = MLMMasker(tokenizer, self.mlm_probability, self.whole_word_mask)
-        # Validation keeps BERT's 15% whatever the training rate, so losses stay comparable across recipes.
-        self.eval_masker = MLMMasker(tokenizer, self.eval_mlm_probability, self.whole_word_mask)
-        self.collator = MLMCollator(self.masker)
+        self.objective = OBJECTIVES[self.objective_name](tokenizer, **self.objective_kwargs)
 
     def corpus(self) -> datasets.DatasetDict:
         if self.raw is None:
@@ -193,20 +178,20 @@ class PretrainingDataModule(L.LightningDataModule):
                                 "give more text or a smaller data.max_seq_len")
         if self.max_eval_blocks is not None:
             val = val.select(range(min(self.max_eval_blocks, len(val))))
-        self.val_dataset = self.mask_once(val)
+        self.val_dataset = self.corrupt_once(val)
         log.info("Pretraining blocks of %d tokens: %d train, %d validation", self.max_seq_len,
                  len(self.train_dataset), len(self.val_dataset))
 
-    def mask_once(self, ds: datasets.Dataset) -> datasets.Dataset:
+    def corrupt_once(self, ds: datasets.Dataset) -> datasets.Dataset:
         ids = torch.from_numpy(np.stack(ds.with_format("numpy")["input_ids"]))  # (N, T)
-        corrupted, labels = self.eval_masker(ids, torch.Generator().manual_seed(self.seed))
-        return datasets.Dataset.from_dict({"input_ids": corrupted.numpy(), "labels": labels.numpy()}).with_format("torch")
+        fixed = self.objective.fix(ids, torch.Generator().manual_seed(self.seed))
+        return datasets.Dataset.from_dict(fixed).with_format("torch")
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          collate_fn=self.collator, num_workers=self.num_workers,
+                          collate_fn=self.objective, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_dataset, batch_size=self.eval_batch_size, shuffle=False,
-                          collate_fn=self.collator, num_workers=self.num_workers)
+                          collate_fn=self.objective, num_workers=self.num_workers)

@@ -71,6 +71,8 @@ class MaskedLMOutput:
 
 
 class BertForMaskedLM(nn.Module):
+    backbone = "bert"
+
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
@@ -101,6 +103,8 @@ class BertForMaskedLM(nn.Module):
 
 class BertForSequenceClassification(nn.Module):
     """The encoder, a pooled representation of the sequence ([CLS] by default), and a classification head."""
+
+    backbone = "bert"
 
     def __init__(self, config: BertConfig, num_labels: int, pooling: str = "cls", classifier_dropout: float = 0.1):
         super().__init__()

@@ -23,8 +23,10 @@ class TokenThroughput(L.Callback):
 
     @staticmethod
     def count_tokens(batch: dict) -> torch.Tensor | int:
+        """Real tokens of the text the batch is about (for seq2seq: the target blocks)."""
+        ids = batch["input_ids"] if "input_ids" in batch else batch["tgt_ids"]
         mask = batch.get("attention_mask")
-        return batch["input_ids"].numel() if mask is None else mask.sum()
+        return ids.numel() if mask is None else mask.sum()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._start is None:
@@ -32,7 +34,7 @@ class TokenThroughput(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._tokens = self._tokens + self.count_tokens(batch)
-        self._samples += batch["input_ids"].size(0)
+        self._samples += next(iter(batch.values())).size(0)
         self._steps += 1
         if self._steps < self.window:
             return

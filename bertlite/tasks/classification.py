@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from torchmetrics import Accuracy, F1Score, MatthewsCorrCoef, MeanMetric, MetricCollection
 
 from bertlite.errors import ConfigError
-from bertlite.models.encoder import BertForSequenceClassification
+from bertlite.models.registry import build_classifier
 from bertlite.tasks.base import BertliteTask
 from bertlite.tasks.optim import parameter_groups
 
 METRICS = ("acc", "f1", "mcc", "macro_f1")
+
 
 
 def resolve_metric(metric: str, num_labels: int) -> str:
@@ -48,7 +49,7 @@ class ClassificationTask(BertliteTask):
     task_name = "classification"
 
     def __init__(self, model: dict, num_labels: int, label_names: list[str], metric: str = "accuracy",
-                 pooling: str = "cls", classifier_dropout: float = 0.1, layerwise_lr_decay: float = 1.0,
+                 pooling: str = "auto", classifier_dropout: float = 0.1, layerwise_lr_decay: float = 1.0,
                  freeze_embeddings: bool = False, freeze_layers: int = 0, max_seq_len: int = 128, **kwargs):
         if len(label_names) != num_labels:
             raise ConfigError(f"{len(label_names)} label names for {num_labels} labels")
@@ -57,17 +58,18 @@ class ClassificationTask(BertliteTask):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics = build_metrics(num_labels).clone(prefix="val/")
         self.test_metrics = build_metrics(num_labels).clone(prefix="test/")
-        encoder = self.model.bert
+        backbone = getattr(self.model, self.model.backbone)
         if freeze_embeddings:
-            encoder.embeddings.requires_grad_(False)
-        if freeze_layers > len(encoder.encoder.layers):
-            raise ConfigError(f"freeze_layers={freeze_layers} but the model has {len(encoder.encoder.layers)} layers")
-        for layer in encoder.encoder.layers[:freeze_layers]:
+            backbone.embeddings.requires_grad_(False)
+        layers = [m for name, m in backbone.named_modules() if name.endswith("layers")][0]  # the first stack
+        if freeze_layers > len(layers):
+            raise ConfigError(f"freeze_layers={freeze_layers} but the model's first stack has {len(layers)} layers")
+        for layer in layers[:freeze_layers]:
             layer.requires_grad_(False)
 
-    def build_model(self, config) -> BertForSequenceClassification:
+    def build_model(self, config):
         hp = self.hparams
-        return BertForSequenceClassification(config, hp.num_labels, hp.pooling, hp.classifier_dropout)
+        return build_classifier(config, hp.num_labels, hp.pooling, hp.classifier_dropout)
 
     @property
     def monitor(self) -> str:
@@ -75,16 +77,18 @@ class ClassificationTask(BertliteTask):
 
     def parameter_groups(self) -> list[dict]:
         hp = self.hparams
-        return parameter_groups(self.model, hp.weight_decay, hp.lr, hp.layerwise_lr_decay, self.model_config.n_layers)
+        depth = self.model_config.n_layers + getattr(self.model_config, "n_decoder_layers", 0)
+        return parameter_groups(self.model, hp.weight_decay, hp.lr, hp.layerwise_lr_decay, depth)
 
     def load_encoder(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Copy a pretrained encoder (the ``bert.*`` weights of an MLM checkpoint) into this model."""
-        encoder = {k.removeprefix("model.bert."): v for k, v in state_dict.items() if k.startswith("model.bert.")}
-        if not encoder:
-            raise ConfigError("the pretrained checkpoint holds no encoder weights (model.bert.*)")
-        missing, unexpected = self.model.bert.load_state_dict(encoder, strict=False)
+        """Copy a pretrained backbone (``bert.*``, ``gpt.*`` or ``transformer.*`` of a pretraining checkpoint)."""
+        prefix = f"model.{self.model.backbone}."
+        weights = {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
+        if not weights:
+            raise ConfigError(f"the pretrained checkpoint holds no {self.model.backbone} weights ({prefix}*)")
+        missing, unexpected = getattr(self.model, self.model.backbone).load_state_dict(weights, strict=False)
         if missing or unexpected:
-            raise ConfigError(f"pretrained encoder does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ConfigError(f"pretrained weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
@@ -118,5 +122,5 @@ class ClassificationTask(BertliteTask):
         metrics.reset()
 
     def extra_checkpoint_metadata(self) -> dict[str, Any]:
-        return {"label_names": self.label_names, "metric": self.metric, "pooling": self.hparams.pooling,
+        return {"label_names": self.label_names, "metric": self.metric, "pooling": self.model.pooling,
                 "max_seq_len": self.hparams.max_seq_len}

@@ -1,0 +1,65 @@
+"""Fine-tune a pretraining checkpoint (and random initialisation) on the shipped classification sets,
+one bertlite-finetune run after another, and print the README's results table.
+
+    python scripts/finetune_table.py --pretrained outputs/pretrain_gutenberg_mini/<run>/checkpoints/last.ckpt \
+        --out outputs/finetune_table
+
+Every run is an ordinary CLI run in its own folder under --out (metrics.json, checkpoints, logs).
+Wall time is the whole command (data loading, training, final validation and test), measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COMMON = ["trainer.precision=bf16-mixed", "callbacks.progress_bar=null", "task.lr=1e-4"]
+RUNS = {
+    # name: (data config, extra overrides, from pretrained?)
+    "sst2": ("sst2", ["trainer.max_epochs=3"], True),
+    "sst2_random": ("sst2", ["trainer.max_epochs=3", "model=bert-mini"], False),
+    "sst2_2k": ("sst2", ["data.max_train_samples=2000", "trainer.max_epochs=10"], True),
+    "sst2_2k_random": ("sst2", ["data.max_train_samples=2000", "trainer.max_epochs=10", "model=bert-mini"], False),
+    "mrpc": ("mrpc", ["trainer.max_epochs=5"], True),
+    "cola": ("cola", ["trainer.max_epochs=5"], True),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrained", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--data-dir", default=None, help="paths.data_dir (default: the config's)")
+    args = parser.parse_args()
+    rows = []
+    for name in args.runs:
+        data, extra, pretrained = RUNS[name]
+        run_dir = args.out / name
+        cmd = [sys.executable, "-m", "bertlite.finetune", f"data={data}", f"hydra.run.dir={run_dir}", *COMMON, *extra,
+               f"pretrained={args.pretrained}" if pretrained else "pretrained=null",
+               # the ablation keeps the pretrained run's vocabulary, so only the weights differ
+               *([] if pretrained else [f"tokenizer.path={args.pretrained.parent.parent / 'tokenizer.json'}"])]
+        if args.data_dir:
+            cmd.append(f"paths.data_dir={args.data_dir}")
+        print("$", " ".join(cmd[1:]), flush=True)
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - started
+        report = json.loads((run_dir / "metrics.json").read_text())
+        metric = report["metric"]
+        rows.append((name, data, "pretrained" if pretrained else "random init", report["train_examples"], metric,
+                     report["validation"][f"val/{metric}"], report["validation"]["val/acc"], wall))
+        print(f"  {name}: dev {metric} {rows[-1][5]:.4f}, {wall / 60:.1f} min", flush=True)
+    print("\n| run | data | start | train examples | dev metric | dev acc | wall time |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for name, data, start, n, metric, score, acc, wall in rows:
+        print(f"| {name} | {data} | {start} | {n} | {metric} {score:.3f} | {acc:.3f} | {wall / 60:.1f} min |")
+
+
+if __name__ == "__main__":
+    main()
