@@ -69,6 +69,10 @@ class Predictor:
             raise TypeError("pass a list of texts, e.g. predict([text])")
         if pairs is not None and len(pairs) != len(texts):
             raise BertliteError(f"{len(texts)} texts but {len(pairs)} text pairs")
+        empty = [i for i, t in enumerate(texts) if not str(t).strip()]
+        if empty:
+            raise BertliteError(f"{len(empty)} empty text(s) to predict (positions {empty[:10]}); "
+                                "there is nothing to classify: remove them or fill them in")
         encodings = encode_texts(truncating(self.tokenizer, self.max_seq_len), [str(t) for t in texts],
                                  None if pairs is None else [str(p) for p in pairs])
         order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bertlite
-from bertlite.errors import CheckpointError
+from bertlite.errors import BertliteError, CheckpointError
 from bertlite.inference import Classifier, MaskedLM
 from tests.conftest import run_cli
 
@@ -135,6 +135,10 @@ def test_predict_empty_and_very_long_texts(finetune_run, tmp_path):
     ckpt = finetune_run / "checkpoints" / "best.ckpt"
     clf = bertlite.load(ckpt)
     long_text = "the value was valid . " * 500  # far beyond max_seq_len: truncated, as documented
-    probs = clf.predict_proba(["", long_text, "the value was valid ."])
-    assert probs.shape == (3, 2) and torch.allclose(probs.sum(-1), torch.ones(3))
+    probs = clf.predict_proba([long_text, "the value was valid ."])
+    assert probs.shape == (2, 2) and torch.allclose(probs.sum(-1), torch.ones(2))
+    with pytest.raises(BertliteError, match="empty text"):
+        clf.predict(["fine", "  "])
+    result = run_cli("bertlite.predict", f"checkpoint={ckpt}", "text=")
+    assert result.returncode == 2 and "empty text" in result.stderr and "Traceback" not in result.stderr
     assert torch.allclose(clf.predict_proba([long_text]), clf.predict_proba([long_text[:400]]), atol=1e-5)

@@ -45,9 +45,6 @@ def predict(cfg: DictConfig) -> list[dict]:
         raise ConfigError(f"output={output}: the file must end in .jsonl or .csv")
     classifier = Classifier(cfg.checkpoint, device=cfg.device)
     texts, pairs = read_inputs(cfg)
-    empty = sum(1 for t in texts if not t.strip())
-    if empty:
-        log.warning("%d empty texts: each is classified from [CLS] [SEP] alone", empty)
     probs = classifier.predict_proba(texts, pairs, batch_size=cfg.batch_size)
     rows = []
     for i, p in enumerate(probs.tolist()):
