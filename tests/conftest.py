@@ -15,6 +15,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+SYLLABLES = ["ka", "lo", "mi", "ne", "ra", "to", "su", "vi", "pe", "dor", "lin", "tas", "gru", "bel", "fen",
+             "qui", "zar", "mok"]
+COMMON = ("the a of and to in is it that was for on with as he she they we you this by from at can cat sat mat "
+          "not be or jump box quiz").split()
+
+
+def synthetic_sentences(n_sentences: int = 600, seed: int = 1234, inner_commas: bool = False) -> list[str]:
+    """English-like sentences: common words mixed with invented multi-syllable words, so that a small
+    WordPiece vocabulary must split many words into ##continuation pieces."""
+    import random
+
+    rng = random.Random(seed)
+    invented = sorted({"".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))) for _ in range(400)})
+    texts = []
+    for _ in range(n_sentences):
+        words = [rng.choice(COMMON) if rng.random() < 0.4 else rng.choice(invented) for _ in range(rng.randint(6, 14))]
+        words[0] = words[0].capitalize()
+        if inner_commas:
+            if rng.random() < 0.3:
+                words[rng.randrange(len(words))] += ","
+            texts.append(" ".join(words) + rng.choice([".", "!", "?"]))
+        else:
+            texts.append(" ".join(words) + rng.choice([".", "!", "?", ","]))
+    return texts
+
+
 def tiny_corpus_paragraphs(n: int = 400) -> list[str]:
     """Real English prose from the Python documentation that ships with every interpreter."""
     from bertlite.data.python_docs import _paragraphs

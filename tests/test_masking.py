@@ -3,6 +3,7 @@ on a real WordPiece tokenizer trained on a small synthetic corpus."""
 
 from __future__ import annotations
 
+
 import random
 
 import pytest
@@ -12,24 +13,10 @@ from bertlite.data.masking import MLMMasker, labels_to_targets
 from bertlite.data.objectives import MaskedLM
 from bertlite.data.pretraining import tokenize_and_pack
 from bertlite.data.tokenizer import special_ids, train_wordpiece
-
-SYLLABLES = ["ka", "lo", "mi", "ne", "ra", "to", "su", "vi", "pe", "dor", "lin", "tas", "gru", "bel", "fen",
-             "qui", "zar", "mok"]
-COMMON = ("the a of and to in is it that was for on with as he she they we you this by from at can cat sat mat "
-          "not be or jump box quiz").split()
-
+from tests.conftest import synthetic_sentences
 
 def make_corpus(n_sentences: int = 600, seed: int = 1234) -> list[str]:
-    """English-like sentences: common words mixed with invented multi-syllable words, so that a small
-    WordPiece vocabulary must split many words into ##continuation pieces."""
-    rng = random.Random(seed)
-    invented = sorted({"".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))) for _ in range(400)})
-    texts = []
-    for _ in range(n_sentences):
-        words = [rng.choice(COMMON) if rng.random() < 0.4 else rng.choice(invented) for _ in range(rng.randint(6, 14))]
-        words[0] = words[0].capitalize()
-        texts.append(" ".join(words) + rng.choice([".", "!", "?", ","]))
-    return texts
+    return synthetic_sentences(n_sentences, seed, inner_commas=False)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ and saving / loading (tokenizer.json and vocab.txt)."""
 
 from __future__ import annotations
 
-import random
 import re
 
 import pytest
@@ -17,26 +16,13 @@ from bertlite.data.tokenizer import (
     train_wordpiece,
 )
 from bertlite.errors import ConfigError
+from tests.conftest import synthetic_sentences
 
-SYLLABLES = ["ka", "lo", "mi", "ne", "ra", "to", "su", "vi", "pe", "dor", "lin", "tas", "gru", "bel", "fen",
-             "qui", "zar", "mok"]
-COMMON = ("the a of and to in is it that was for on with as he she they we you this by from at can cat sat mat "
-          "not be or jump box quiz").split()
 VOCAB_SIZE = 200
 
 
 def make_corpus(n_sentences: int = 600, seed: int = 1234) -> list[str]:
-    """English-like sentences: capitalised first words, punctuation, common and invented words."""
-    rng = random.Random(seed)
-    invented = sorted({"".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))) for _ in range(400)})
-    texts = []
-    for _ in range(n_sentences):
-        words = [rng.choice(COMMON) if rng.random() < 0.4 else rng.choice(invented) for _ in range(rng.randint(6, 14))]
-        words[0] = words[0].capitalize()
-        if rng.random() < 0.3:
-            words[rng.randrange(len(words))] += ","
-        texts.append(" ".join(words) + rng.choice([".", "!", "?"]))
-    return texts
+    return synthetic_sentences(n_sentences, seed, inner_commas=True)
 
 
 @pytest.fixture(scope="module")
