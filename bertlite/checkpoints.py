@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import os
+import tempfile
+
 import torch
 
 from bertlite.errors import CheckpointError
@@ -14,6 +17,8 @@ TASK_HINTS = {
            "or use bertlite.load(<it>).fill_mask(...)",
     "clm": "a causal-LM (GPT) pretraining checkpoint: generate with bertlite-generate or fine-tune it",
     "seq2seq": "a seq2seq (encoder-decoder) pretraining checkpoint: generate with bertlite-generate or fine-tune it",
+    "encoder": "an encoder-only checkpoint (no head): fine-tune it with bertlite-finetune pretrained=<it>, "
+               "or embed texts with bertlite.load(<it>).encode(...)",
     "classification": "a classification checkpoint: use bertlite.load(<it>).predict(...) or bertlite-predict",
 }
 
@@ -41,3 +46,20 @@ def read_checkpoint(path: str | Path, expect_task: str | tuple[str, ...] | None 
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The network's own weights (the LightningModule's ``model.`` prefix removed)."""
     return {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """torch.save to a temporary file beside ``path``, then rename it into place: a crash mid-write leaves
+    the previous file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -25,7 +25,8 @@ from bertlite.data.classification import encode_texts, pad_batch, truncating
 from bertlite.data.tokenizer import MASK, special_ids, tokenizer_from_json
 from bertlite.errors import BertliteError, CheckpointError
 from bertlite.models.config import config_from_dict
-from bertlite.models.encoder import BertForMaskedLM
+from bertlite.models.encoder import BertEncoder, BertForMaskedLM
+from bertlite.models.heads import pool
 from bertlite.models.registry import PRETRAINING_MODELS, build_classifier
 
 
@@ -161,12 +162,44 @@ class TextGenerator(Predictor):
         return self.tokenizer.decode(out[0].tolist())
 
 
-PREDICTORS = {"classification": Classifier, "mlm": MaskedLM, "clm": TextGenerator, "seq2seq": TextGenerator}
+class Encoder(Predictor):
+    """Sentence embeddings from an encoder-only checkpoint (for example one imported from an HF BertModel)."""
+
+    task = "encoder"
+
+    def build_model(self) -> BertEncoder:
+        return BertEncoder(self.config)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, pooling: str = "cls",
+               batch_size: int = 64) -> torch.Tensor:
+        """(N, d_model): each text's [CLS] hidden state (pooling="cls") or the mean over its tokens ("mean")."""
+        out = torch.empty(len(texts), self.config.d_model)
+        for idx, batch in self.batches(texts, text_pairs, batch_size):
+            hidden = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            out[idx] = pool(hidden, batch["attention_mask"], pooling).float().cpu()
+        return out
+
+
+PREDICTORS = {"classification": Classifier, "mlm": MaskedLM, "encoder": Encoder, "clm": TextGenerator,
+              "seq2seq": TextGenerator}
+
+
+def read_any_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A bertlite checkpoint file, or ``hf:<folder>``: a Hugging Face BERT folder imported on the fly."""
+    if str(path).startswith("hf:"):
+        from bertlite.interop import import_hf_bert
+
+        checkpoint, report = import_hf_bert(str(path)[3:])
+        report.log()
+        return checkpoint
+    return read_checkpoint(path)
 
 
 def load(path: str | Path, device: str | torch.device | None = None) -> Predictor:
-    """The predictor that fits the checkpoint's task: a Classifier, a MaskedLM or a TextGenerator."""
-    checkpoint = read_checkpoint(path)
+    """The predictor that fits the checkpoint's task: a Classifier, a MaskedLM, an Encoder or a TextGenerator.
+    ``path`` is a bertlite checkpoint, or ``hf:<folder>`` for a Hugging Face BERT folder."""
+    checkpoint = read_any_checkpoint(path)
     task = checkpoint["bertlite"].get("task")
     if task not in PREDICTORS:
         raise CheckpointError(f"{path} is a {task!r} checkpoint; bertlite.load knows {', '.join(PREDICTORS)}")

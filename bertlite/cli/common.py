@@ -99,15 +99,15 @@ def is_rank_zero() -> bool:
 
 
 def prepare_tokenizer(tok_cfg: DictConfig, target: Path, texts: Callable[[], Iterable[str]],
-                      checkpoint: str | None = None):
-    """The run's tokenizer, saved as ``target``: the one inside ``checkpoint``, else ``tok_cfg.path``,
+                      checkpoint: dict | None = None):
+    """The run's tokenizer, saved as ``target``: the one inside ``checkpoint`` (a loaded bertlite checkpoint),
+    else ``tok_cfg.path``,
     else a WordPiece tokenizer trained on ``texts()``. Only rank zero trains and writes it; the other
     ranks of a distributed run wait for the file."""
-    from bertlite.checkpoints import read_checkpoint
     from bertlite.data.tokenizer import get_or_train_tokenizer, load_tokenizer, tokenizer_from_json
 
-    if checkpoint and not tok_cfg.path:
-        tokenizer = tokenizer_from_json(read_checkpoint(checkpoint)["bertlite"]["tokenizer"])
+    if checkpoint is not None and not tok_cfg.path:
+        tokenizer = tokenizer_from_json(checkpoint["bertlite"]["tokenizer"])
         if is_rank_zero():
             target.parent.mkdir(parents=True, exist_ok=True)
             tokenizer.save(str(target))

@@ -4,6 +4,7 @@
     bertlite-finetune data=mrpc pretrained=... task.lr=5e-5
     bertlite-finetune data=csv data.train_file=train.csv data.text_column=review data.label_column=stars
     bertlite-finetune data=sst2 pretrained=null model=bert-mini          # random initialisation (ablation)
+    bertlite-finetune data=sst2 pretrained=hf:/path/to/hf_bert_folder    # a Hugging Face BERT folder
 
 At the end the best checkpoint (by the data set's metric) is evaluated on validation and test data,
 and the numbers are written to metrics.json in the run directory.
@@ -27,12 +28,25 @@ from bertlite.errors import ConfigError
 log = logging.getLogger("bertlite.finetune")
 
 
+def read_pretrained(source: str) -> dict:
+    """A pretraining checkpoint (MLM, CLM, seq2seq, or an encoder), or ``hf:<folder>``: a Hugging Face BERT
+    folder, imported on the fly (its encoder is used; a classifier head in it is not)."""
+    from bertlite.checkpoints import read_checkpoint
+
+    if str(source).startswith("hf:"):
+        from bertlite.interop import import_hf_bert
+
+        checkpoint, report = import_hf_bert(str(source)[3:])
+        report.log()
+        return checkpoint
+    return read_checkpoint(source, expect_task=("mlm", "clm", "seq2seq", "encoder"))
+
+
 def finetune(cfg: DictConfig) -> dict:
     import lightning as L
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from bertlite.checkpoints import read_checkpoint
     from bertlite.data.tokenizer import special_ids
     from bertlite.models.config import config_from_dict
     from bertlite.tasks.classification import resolve_metric
@@ -42,9 +56,9 @@ def finetune(cfg: DictConfig) -> dict:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
 
     datamodule = instantiate(cfg.data)
-    pretrained = read_checkpoint(cfg.pretrained, expect_task=("mlm", "clm", "seq2seq")) if cfg.pretrained else None
+    pretrained = read_pretrained(cfg.pretrained) if cfg.pretrained else None
     datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
-                                               checkpoint=cfg.pretrained))
+                                               checkpoint=pretrained))
     tokenizer = datamodule.tokenizer
     if pretrained is not None:
         model_config = dict(pretrained["bertlite"]["model_config"])

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from bertlite.models.config import BertConfig
 from bertlite.models.heads import ClassificationHead, pool
 from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, padding_mask
+from bertlite.nn.feedforward import ACTIVATIONS
 
 
 class BertModel(nn.Module):
@@ -50,18 +51,36 @@ class BertModel(nn.Module):
         return self.encoder(x, mask=padding_mask(attention_mask))
 
 
+class BertEncoder(nn.Module):
+    """The encoder alone, with no head: what an HF ``BertModel`` folder holds (``bert.*`` weight names)."""
+
+    backbone = "bert"
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        init_weights(self, config.init_std)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        return self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+
+
 class MaskedLMHead(nn.Module):
-    """transform (dense, GELU, LayerNorm), then a decoder to the vocabulary whose weight is the input embedding."""
+    """transform (dense, the encoder's activation, LayerNorm), then a decoder to the vocabulary whose weight is
+    the input embedding."""
 
     def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
         super().__init__()
         self.dense = nn.Linear(config.d_model, config.d_model)
+        self.act = ACTIVATIONS[config.activation]
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(config.d_model, config.vocab_size)
         self.decoder.weight = word_embeddings.weight  # tied: the same (V, C) matrix reads and writes tokens
 
     def forward(self, hidden: Tensor) -> Tensor:
-        return self.decoder(self.norm(F.gelu(self.dense(hidden))))  # (..., C) -> (..., V)
+        return self.decoder(self.norm(self.act(self.dense(hidden))))  # (..., C) -> (..., V)
 
 
 @dataclass

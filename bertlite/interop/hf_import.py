@@ -1,0 +1,159 @@
+"""Import a Hugging Face BERT folder (config.json, weights, tokenizer) as a bertlite checkpoint.
+
+    checkpoint, report = import_hf_bert("bert-base-uncased/")     # needs only torch and safetensors
+
+The folder's weights decide what comes out: ``classifier.*`` -> a classification checkpoint (the pooler
+becomes the head's dense layer, as it is in HF); ``cls.predictions.*`` -> a masked-LM checkpoint; only the
+encoder -> an ``encoder`` checkpoint, for fine-tuning or feature extraction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+
+from bertlite.data.tokenizer import load_tokenizer, special_ids
+from bertlite.errors import CheckpointError, ConfigError
+from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, IGNORED, MLM_HEAD, backbone_names, config_from_hf,
+                                      normalise_hf_names)
+from bertlite.models.config import BertConfig
+from bertlite.models.encoder import BertEncoder, BertForMaskedLM, BertForSequenceClassification
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+@dataclass
+class ImportReport:
+    task: str  # classification | mlm | encoder
+    missing: list[str] = field(default_factory=list)  # HF names bertlite wanted and did not find (heads only)
+    unexpected: list[str] = field(default_factory=list)  # HF names bertlite has no place for
+
+    def log(self) -> None:
+        if self.missing:
+            log.warning("not in the HF folder (left at their initial values): %s", ", ".join(self.missing))
+        if self.unexpected:
+            log.warning("HF weights not imported (no bertlite counterpart): %s", ", ".join(self.unexpected))
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read the weights in {path} (truncated or corrupted?): "
+                              f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors, pytorch_model.bin, or their sharded ``*.index.json`` form."""
+    name = next((n for n in WEIGHT_FILES if (folder / n).is_file()), None)
+    if name is None:
+        raise CheckpointError(f"no weights in {folder}: expected one of {', '.join(WEIGHT_FILES)}")
+    if not name.endswith(".index.json"):
+        return _load_file(folder / name)
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(json.loads((folder / name).read_text())["weight_map"].values())):
+        state.update(_load_file(folder / shard))
+    return state
+
+
+def read_hf_tokenizer(folder: Path) -> Tokenizer:
+    """tokenizer.json if the folder has one, else vocab.txt with tokenizer_config.json's do_lower_case."""
+    if (folder / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    if (folder / "vocab.txt").is_file():
+        tok_config = folder / "tokenizer_config.json"
+        lowercase = json.loads(tok_config.read_text()).get("do_lower_case", True) if tok_config.is_file() else True
+        return load_tokenizer(folder / "vocab.txt", lowercase=lowercase)
+    raise CheckpointError(f"no tokenizer in {folder}: expected tokenizer.json or vocab.txt")
+
+
+def _kind(state: dict[str, torch.Tensor]) -> str:
+    if "classifier.weight" in state:
+        return "classification"
+    if any(k.startswith("cls.predictions.transform.") for k in state):
+        return "mlm"
+    return "encoder"
+
+
+def _label_names(hf_config: dict, num_labels: int) -> list[str]:
+    id2label = hf_config.get("id2label") or {}
+    if len(id2label) == num_labels:
+        return [str(id2label[key]) for key in sorted(id2label, key=int)]
+    return [f"LABEL_{i}" for i in range(num_labels)]
+
+
+def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
+    """A bertlite checkpoint (a dict as ``read_checkpoint`` returns) built from an HF BERT folder."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder} is not a Hugging Face model folder: it has no config.json")
+    hf_config = json.loads((folder / "config.json").read_text())
+    config = BertConfig(**config_from_hf(hf_config))
+    tokenizer = read_hf_tokenizer(folder)
+    if tokenizer.get_vocab_size() != config.vocab_size:
+        raise ConfigError(f"the tokenizer in {folder} has {tokenizer.get_vocab_size()} tokens but config.json "
+                          f"says vocab_size={config.vocab_size}: the vocabulary does not belong to these weights")
+    special_ids(tokenizer)  # BERT's special tokens must all be there
+
+    state = normalise_hf_names(read_hf_weights(folder))
+    kind = _kind(state)
+    report = ImportReport(kind)
+    names = backbone_names(config.n_layers)
+    meta: dict = {}
+    if kind == "classification":
+        labels = _label_names(hf_config, state["classifier.weight"].shape[0])
+        model: nn.Module = BertForSequenceClassification(config, len(labels), pooling="cls")
+        names.update(CLASSIFIER_HEAD)
+        meta = {"label_names": labels, "pooling": "cls", "metric": "acc", "max_seq_len": config.max_seq_len}
+    elif kind == "mlm":
+        model = BertForMaskedLM(config)
+        names.update(MLM_HEAD)
+    else:
+        model = BertEncoder(config)
+
+    wanted = model.state_dict()
+    weights = {}
+    for ours, theirs in names.items():
+        if theirs not in state:
+            report.missing.append(theirs)
+            continue
+        tensor = state[theirs]
+        if tuple(tensor.shape) != tuple(wanted[ours].shape):
+            raise CheckpointError(f"{theirs} has shape {tuple(tensor.shape)} but config.json implies "
+                                  f"{tuple(wanted[ours].shape)}: the weights do not match the config")
+        weights[ours] = tensor.to(torch.float32)
+    backbone_missing = [n for n in report.missing if n.startswith("bert.") and "pooler" not in n]
+    if backbone_missing:
+        raise CheckpointError(f"{folder} lacks encoder weights: {', '.join(backbone_missing[:8])}"
+                              f"{' ...' if len(backbone_missing) > 8 else ''}")
+    used = set(names.values())
+    report.unexpected = sorted(k for k in state if k not in used and not IGNORED.search(k))
+    if kind == "mlm":
+        decoder = state.get("cls.predictions.decoder.weight")
+        embedding = weights["bert.embeddings.token.weight"]
+        if decoder is not None and not torch.equal(decoder.to(torch.float32), embedding):
+            raise CheckpointError("the MLM decoder is not tied to the word embeddings; bertlite's MLM head "
+                                  "shares one matrix (tie_word_embeddings=true)")
+        weights["mlm_head.decoder.weight"] = embedding
+
+    model.load_state_dict({**wanted, **weights})  # heads absent from the folder keep their initial values
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "bertlite": {"format_version": 1, "task": kind, "model_config": dataclasses.asdict(config),
+                     "tokenizer": tokenizer.to_str(), "source": f"hf:{folder}", **meta},
+    }
+    return checkpoint, report
