@@ -84,6 +84,34 @@ def test_import_matches_transformers(hf_class, bin_format, tokenizer_dir, tmp_pa
         torch.testing.assert_close(ours, theirs.logits, atol=TOL, rtol=0)
 
 
+def test_import_pretraining_folder_sharded_and_old_names(tokenizer_dir, tmp_path):
+    """BertForPreTraining (its NSP head reported, not imported), saved in shards; then the same weights as one
+    .bin with TF-era LayerNorm gamma/beta names: both give transformers' MLM logits."""
+    vocab = load_tokenizer(tokenizer_dir / "tokenizer.json").get_vocab_size()
+    hf = transformers.BertForPreTraining(tiny_hf_config(vocab)).eval()
+    sharded = tmp_path / "sharded"
+    hf.save_pretrained(sharded, max_shard_size="50KB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    (sharded / "tokenizer.json").write_text((tokenizer_dir / "tokenizer.json").read_text())
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text((sharded / "config.json").read_text())
+    (old / "tokenizer.json").write_text((tokenizer_dir / "tokenizer.json").read_text())
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in hf.state_dict().items()}
+    torch.save(renamed, old / "pytorch_model.bin")
+    ids, mask, types = batch(vocab)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).prediction_logits
+    for folder in (sharded, old):
+        checkpoint, report = import_hf_bert(folder)
+        assert report.task == "mlm" and report.missing == []
+        assert {"cls.seq_relationship.weight", "bert.pooler.dense.weight"} <= set(report.unexpected)
+        with torch.no_grad():
+            ours = load(f"hf:{folder}").model(ids, mask, types).logits
+        torch.testing.assert_close(real(ours, mask), real(theirs, mask), atol=TOL, rtol=0)
+
+
 def test_export_mlm_matches_transformers(pretrain_run, tmp_path):
     ckpt = pretrain_run / "checkpoints" / "last.ckpt"
     out = export_hf_bert(ckpt, tmp_path / "exported")
