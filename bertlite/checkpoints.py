@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import os
-import tempfile
-
 import torch
 
+from bertlite.atomic import write_atomically
 from bertlite.errors import CheckpointError
 
 TASK_HINTS = {
@@ -49,17 +47,5 @@ def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """torch.save to a temporary file beside ``path``, then rename it into place: a crash mid-write leaves
-    the previous file whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """torch.save, atomically: a crash mid-write leaves the previous file whole."""
+    write_atomically(path, lambda f: torch.save(checkpoint, f))

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from bertlite.atomic import write_text_atomically
 from bertlite.errors import BertliteError, ConfigError
 
 log = logging.getLogger("bertlite")
@@ -78,17 +79,9 @@ def _tensorboard_available() -> bool:
     return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file, then rename: a crash leaves the previous file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
     """Write the fully resolved config (every interpolation filled in) beside Hydra's own record."""
-    write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_text_atomically(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def is_rank_zero() -> bool:
@@ -109,8 +102,7 @@ def prepare_tokenizer(tok_cfg: DictConfig, target: Path, texts: Callable[[], Ite
     if checkpoint is not None and not tok_cfg.path:
         tokenizer = tokenizer_from_json(checkpoint["bertlite"]["tokenizer"])
         if is_rank_zero():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tokenizer.save(str(target))
+            write_text_atomically(target, tokenizer.to_str(pretty=True))
         return tokenizer
     if not is_rank_zero():
         if tok_cfg.path:
@@ -124,12 +116,33 @@ def prepare_tokenizer(tok_cfg: DictConfig, target: Path, texts: Callable[[], Ite
     return get_or_train_tokenizer(tok_cfg.path, target, iter(texts()), tok_cfg.vocab_size, tok_cfg.lowercase)
 
 
+def check_vocabulary(tokenizer, checkpoint: dict, checkpoint_path: str, option: str = "tokenizer.path") -> None:
+    """A checkpoint's weights index its own vocabulary: another tokenizer would feed them the wrong rows."""
+    from bertlite.data.tokenizer import tokenizer_from_json
+
+    saved = tokenizer_from_json(checkpoint["bertlite"]["tokenizer"]).get_vocab()
+    given = tokenizer.get_vocab()
+    if saved != given:
+        differ = "sizes differ" if len(saved) != len(given) else \
+            f"{sum(given.get(t) != i for t, i in saved.items())} token ids differ"
+        raise ConfigError(f"the tokenizer ({option}, {len(given)} tokens) does not match the vocabulary of "
+                          f"{checkpoint_path} ({len(saved)} tokens; {differ}); drop {option} to use the "
+                          "checkpoint's own tokenizer")
+
+
 def fit(trainer, task, datamodule, ckpt_path: str | None) -> None:
     """trainer.fit, then save the final state as checkpoints/last.ckpt: Lightning's own ``last`` is written
     only at validation, and training may end between two validations."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        # SaveOnInterrupt (conf/callbacks) has saved checkpoints/last.ckpt; 128 + SIGTERM, as the shell reports it
+        log.info("Training interrupted at step %d", trainer.global_step)
+        raise SystemExit(143) from None
     last = next((cb for cb in trainer.checkpoint_callbacks
                  if isinstance(cb, ModelCheckpoint) and cb.monitor is None and cb.dirpath), None)
     if last is not None and trainer.global_step > 0:
@@ -137,6 +150,45 @@ def fit(trainer, task, datamodule, ckpt_path: str | None) -> None:
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             log.info("Last checkpoint: %s (step %d)", path, trainer.global_step)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``ckpt_path=last``: the run directory's own checkpoints/last.ckpt (resume an interrupted run in place,
+    with ``hydra.run.dir=<its directory>``); any other value is a path and must exist."""
+    if not ckpt_path:
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        if ckpt_path == "last":
+            raise ConfigError(f"ckpt_path=last: {path} does not exist; resume in the interrupted run's directory "
+                              "with hydra.run.dir=outputs/<task>/<run>, or give ckpt_path=<path to a .ckpt>")
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such file; give the path of a .ckpt (or ckpt_path=last)")
+    return str(path)
+
+
+def apply_global_batch_size(trainer, datamodule, global_batch_size: int | None) -> dict[str, int]:
+    """Keep the effective batch (per-device batch x accumulation x devices x nodes) constant when the number
+    of devices changes. With ``global_batch_size`` set, ``data.batch_size`` is the most one device holds at
+    once: the per-device batch and ``accumulate_grad_batches`` are derived from it (the fewest accumulation
+    steps that fit). Returns the figures, which are logged."""
+    world = trainer.num_devices * trainer.num_nodes
+    if global_batch_size:
+        if global_batch_size % world:
+            raise ConfigError(f"global_batch_size={global_batch_size} is not divisible by the {world} processes "
+                              f"({trainer.num_devices} devices x {trainer.num_nodes} nodes); "
+                              f"choose a multiple of {world}")
+        share, most = global_batch_size // world, datamodule.batch_size
+        accumulate = next(a for a in range(-(-share // most), share + 1) if share % a == 0)
+        datamodule.batch_size, trainer.accumulate_grad_batches = share // accumulate, accumulate
+    figures = {"per_device_batch_size": datamodule.batch_size,
+               "accumulate_grad_batches": trainer.accumulate_grad_batches, "world_size": world}
+    figures["effective_batch_size"] = figures["per_device_batch_size"] * figures["accumulate_grad_batches"] * world
+    log.info("Effective batch %d = %d per device x %d accumulated x %d devices x %d nodes",
+             figures["effective_batch_size"], datamodule.batch_size, trainer.accumulate_grad_batches,
+             trainer.num_devices, trainer.num_nodes)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(figures)
+    return figures
 
 
 def best_checkpoint(trainer) -> str:

@@ -20,7 +20,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bertlite.cli.common import CONFIG_DIR, exit_on_user_error, write_atomic
+from bertlite.atomic import write_text_atomically
+from bertlite.cli.common import CONFIG_DIR, exit_on_user_error
 from bertlite.errors import BertliteError
 
 log = logging.getLogger("bertlite.compare")
@@ -85,8 +86,8 @@ def compare(cfg: DictConfig) -> Path:
             "finetune_score": report["validation"][f"val/{report['metric']}"],
             "finetune_seconds": report["train_seconds"],
         }
-    write_atomic(out / "comparison.json", json.dumps(results, indent=2))
-    write_atomic(out / "comparison.md", report_markdown(cfg, results))
+    write_text_atomically(out / "comparison.json", json.dumps(results, indent=2))
+    write_text_atomically(out / "comparison.md", report_markdown(cfg, results))
     plot_curves(results, out / "learning_curves.png")
     log.info("Wrote %s", out / "comparison.md")
     return out / "comparison.md"

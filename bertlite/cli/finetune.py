@@ -21,8 +21,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bertlite.cli.common import (CONFIG_DIR, best_checkpoint, exit_on_user_error, fit, instantiate_group, is_rank_zero,
-                                 prepare_tokenizer, register_model_presets, save_resolved_config, write_atomic)
+from bertlite.atomic import write_text_atomically
+from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, check_vocabulary,
+                                 exit_on_user_error, fit, instantiate_group, is_rank_zero, prepare_tokenizer,
+                                 register_model_presets, resolve_ckpt_path, save_resolved_config)
 from bertlite.errors import ConfigError
 
 log = logging.getLogger("bertlite.finetune")
@@ -62,9 +64,8 @@ def finetune(cfg: DictConfig) -> dict:
     tokenizer = datamodule.tokenizer
     if pretrained is not None:
         model_config = dict(pretrained["bertlite"]["model_config"])
-        if model_config["vocab_size"] != tokenizer.get_vocab_size():
-            raise ConfigError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens but the pretrained model "
-                              f"{model_config['vocab_size']}; drop tokenizer.path to use the checkpoint's own")
+        if cfg.tokenizer.path:
+            check_vocabulary(tokenizer, pretrained, cfg.pretrained)
     else:
         model_config = OmegaConf.to_container(cfg.model, resolve=True)
         model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
@@ -88,7 +89,8 @@ def finetune(cfg: DictConfig) -> dict:
 
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                                      logger=instantiate_group(cfg.get("logger")) or False)
-    fit(trainer, task, datamodule, cfg.ckpt_path)
+    apply_global_batch_size(trainer, datamodule, cfg.get("global_batch_size"))
+    fit(trainer, task, datamodule, resolve_ckpt_path(cfg.ckpt_path, output_dir))
     train_seconds = time.perf_counter() - started
 
     best = best_checkpoint(trainer)
@@ -101,7 +103,7 @@ def finetune(cfg: DictConfig) -> dict:
               "train_examples": len(datamodule.datasets["train"]),
               **{split: {k: float(v) for k, v in m.items()} for split, m in results.items()}}
     if trainer.is_global_zero:
-        write_atomic(output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomically(output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
         log.info("Validation %s: %s", cfg.data.metric, report["validation"].get(f"val/{cfg.data.metric}"))
         log.info("Wrote %s", output_dir / "metrics.json")
     return report

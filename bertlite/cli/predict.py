@@ -12,7 +12,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from bertlite.cli.common import CONFIG_DIR, exit_on_user_error, quote_free_text, write_atomic
+from bertlite.atomic import write_text_atomically
+from bertlite.cli.common import CONFIG_DIR, exit_on_user_error, quote_free_text
 from bertlite.errors import ConfigError, DataError
 
 log = logging.getLogger("bertlite.predict")
@@ -56,13 +57,13 @@ def predict(cfg: DictConfig) -> list[dict]:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
     elif output.suffix == ".jsonl":
-        write_atomic(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_text_atomically(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     else:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        write_atomic(output, buffer.getvalue())
+        write_text_atomically(output, buffer.getvalue())
     if output is not None:
         log.info("Wrote %d predictions to %s", len(rows), output)
     return rows

@@ -17,8 +17,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bertlite.cli.common import (CONFIG_DIR, best_checkpoint, exit_on_user_error, fit, instantiate_group,
-                                 is_rank_zero, prepare_tokenizer, register_model_presets, save_resolved_config)
+from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, check_vocabulary,
+                                 exit_on_user_error, fit, instantiate_group, is_rank_zero, prepare_tokenizer,
+                                 register_model_presets, resolve_ckpt_path, save_resolved_config)
 from bertlite.errors import ConfigError
 
 log = logging.getLogger("bertlite.pretrain")
@@ -31,11 +32,13 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_class, instantiate
 
+    from bertlite.checkpoints import read_checkpoint
     from bertlite.data.tokenizer import special_ids
     from bertlite.models.config import config_from_dict
 
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)  # ckpt_path=last: this run directory's last.ckpt
     if is_rank_zero():
         save_resolved_config(cfg, output_dir)
 
@@ -48,8 +51,12 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
                           f"{cfg.model.arch}; use task={fits} (or a {task_cls.arch}-* model)")
     datamodule = instantiate(cfg.data, objective=task_cls.task_name)
     # a resumed run keeps its vocabulary: the tokenizer comes from the checkpoint
+    checkpoint = read_checkpoint(ckpt_path, expect_task=task_cls.task_name) if ckpt_path else None
     datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
-                                               checkpoint=cfg.ckpt_path))
+                                               checkpoint=checkpoint))
+    if checkpoint is not None:
+        check_vocabulary(datamodule.tokenizer, checkpoint, ckpt_path)
+    del checkpoint
     tokenizer = datamodule.tokenizer
 
     model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
@@ -64,7 +71,8 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
 
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                                      logger=instantiate_group(cfg.get("logger")) or False)
-    fit(trainer, task, datamodule, cfg.ckpt_path)
+    apply_global_batch_size(trainer, datamodule, cfg.get("global_batch_size"))
+    fit(trainer, task, datamodule, ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
         log.info("Best checkpoint: %s", best_checkpoint(trainer))

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from bertlite.data.objectives import OBJECTIVES
+from bertlite.data.resumable import ResumableDataLoader, ResumableSampler
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
 from bertlite.data.tokenizer import special_ids
 from bertlite.errors import ConfigError, DataError
@@ -188,9 +189,14 @@ class PretrainingDataModule(L.LightningDataModule):
         return datasets.Dataset.from_dict(fixed).with_format("torch")
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          collate_fn=self.objective, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        # resumable: a run resumed mid-epoch continues at the next unseen block (data/resumable.py); each rank
+        # of a distributed run reads its own share of the epoch's permutation
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = ResumableSampler(self.train_dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed)
+        return ResumableDataLoader(self.train_dataset, batch_size=self.batch_size, sampler=sampler,
+                                   collate_fn=self.objective, num_workers=self.num_workers,
+                                   persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_dataset, batch_size=self.eval_batch_size, shuffle=False,

@@ -1,0 +1,36 @@
+"""Atomic file writes: a temporary file beside the target, flushed to disk, then renamed over it.
+A crash at any moment leaves either the old file or the new one, never a part of one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO, Callable
+
+
+def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+    """``write(file)`` into a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))

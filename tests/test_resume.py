@@ -1,0 +1,87 @@
+"""Exact resume: a CLI run stopped by SIGTERM mid-epoch saves last.ckpt, and ``ckpt_path=last`` continues it
+with the same optimizer, schedule, random numbers and position in the data, so its per-step losses are those
+of a run never interrupted."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import REPO, TINY_RUN, run_cli
+
+pytestmark = pytest.mark.slow
+
+RUN = [*TINY_RUN, "trainer.deterministic=true", "trainer.max_steps=30", "trainer.val_check_interval=15"]
+
+
+def losses(run_dir, key="train/loss") -> dict[int, float]:
+    with open(run_dir / "logs" / "metrics.csv") as f:
+        rows = [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
+    steps = [s for s, _ in rows]
+    assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
+    return dict(rows)
+
+
+def interrupt(signum: int, args: list[str], at_step: int, flag) -> str:
+    """Run the CLI, send it ``signum`` from outside once it has finished step ``at_step``; its stderr."""
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "bertlite.pretrain", *args,
+                             "+callbacks.pause._target_=tests.signal_callback.PauseForSignal",
+                             f"+callbacks.pause.at_step={at_step}", f"+callbacks.pause.flag={flag}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert flag.exists(), proc.communicate()[1][-3000:]
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]  # 128 + SIGTERM: interrupted, not failed
+    return stderr
+
+
+def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_corpus, tmp_path):
+    data = ["data=text_files", f"data.train_files={tiny_corpus}"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    result = run_cli("bertlite.pretrain", *RUN, *data, f"hydra.run.dir={whole}")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # the same run, told to stop (SIGTERM from outside) after step 20 of an epoch of 100+ batches. It reuses
+    # the first run's tokenizer: HF tokenizers' WordPiece training numbers its alphabet differently from one
+    # process to the next, and this test is about resuming, not about tokenizer training.
+    data.append(f"tokenizer.path={whole / 'tokenizer.json'}")
+    interrupt(signal.SIGTERM, [*RUN, *data, f"hydra.run.dir={cut}"], at_step=20, flag=tmp_path / "at_step")
+    saved = torch.load(cut / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 20
+    position = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert position["epoch"] == 0 and position["samples_done"] == 20 * 8 < position["dataset_size"]  # mid-epoch
+
+    resumed = run_cli("bertlite.pretrain", *RUN, *data, f"hydra.run.dir={cut}", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 30
+
+    expected, got = losses(whole), losses(cut)
+    assert sorted(got) == sorted(expected) == list(range(30))
+    diff = max(abs(expected[s] - got[s]) for s in expected)
+    print(f"max |train/loss difference| over 30 steps, resumed at step 20: {diff:.3g}")
+    assert diff <= 1e-6, {s: (expected[s], got[s]) for s in expected if abs(expected[s] - got[s]) > 1e-6}
+    assert losses(cut, "val/loss") == pytest.approx(losses(whole, "val/loss"), abs=1e-6)
+
+
+def test_ckpt_path_last_without_a_previous_run_is_one_clear_error(tmp_path):
+    result = run_cli("bertlite.pretrain", "ckpt_path=last", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "ckpt_path=last" in result.stderr and "hydra.run.dir" in result.stderr
+
+
+def test_ctrl_c_finishes_the_step_and_saves(tiny_corpus, tmp_path):
+    stderr = interrupt(signal.SIGINT, [*RUN, "data=text_files", f"data.train_files={tiny_corpus}",
+                                       f"hydra.run.dir={tmp_path / 'run'}"], at_step=7, flag=tmp_path / "at_step")
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 7
+    assert "Traceback" not in stderr and "resume with ckpt_path=last" in stderr
