@@ -3,13 +3,13 @@ position t attends to positions <= t only, so it can be trained to predict token
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bertlite.models.config import GPTConfig
 from bertlite.models.generation import generate
 from bertlite.models.heads import ClassificationHead, pool
 from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, padding_mask
+from bertlite.nn.loss import cross_entropy
 
 
 def stack_kwargs(config) -> dict:
@@ -66,10 +66,13 @@ class GPTForCausalLM(nn.Module):
     def loss(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Mean next-token cross-entropy over the block, and the logits it came from."""
         logits = self(input_ids, attention_mask)
-        targets = input_ids[:, 1:]
+        # position t predicts token t + 1; the last position has nothing to predict. Shifting the targets
+        # rather than the logits keeps the (B, T, V) logits a view: no copy of them is made.
+        targets = input_ids.roll(-1, dims=1)
+        targets[:, -1] = -100
         if attention_mask is not None:
-            targets = targets.masked_fill(attention_mask[:, 1:] == 0, -100)
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten())  # predict t+1 from <= t
+            targets = targets.masked_fill(attention_mask.roll(-1, dims=1) == 0, -100)
+        loss = cross_entropy(logits.flatten(0, 1), targets.flatten())  # (B*T, V) against (B*T,)
         return loss, logits
 
 

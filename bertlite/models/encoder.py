@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bertlite.models.config import BertConfig
 from bertlite.models.heads import ClassificationHead, pool
 from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, padding_mask
 from bertlite.nn.feedforward import ACTIVATIONS
+from bertlite.nn.loss import cross_entropy
 
 
 class BertModel(nn.Module):
@@ -116,7 +116,7 @@ class BertForMaskedLM(nn.Module):
         if mlm_positions is not None:
             hidden = hidden.flatten(0, 1).index_select(0, mlm_positions)  # (B*T, C) -> (N, C)
         logits = self.mlm_head(hidden)
-        loss = None if mlm_labels is None else F.cross_entropy(logits.float(), mlm_labels)
+        loss = None if mlm_labels is None else cross_entropy(logits, mlm_labels)
         return MaskedLMOutput(logits, loss)
 
 

@@ -8,7 +8,6 @@ source, the target and the output layer.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bertlite.models.config import TransformerConfig
@@ -16,6 +15,7 @@ from bertlite.models.decoder import stack_kwargs
 from bertlite.models.generation import generate
 from bertlite.models.heads import ClassificationHead, pool
 from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, padding_mask
+from bertlite.nn.loss import cross_entropy
 
 
 class TransformerModel(nn.Module):
@@ -81,7 +81,7 @@ class TransformerForSeq2Seq(nn.Module):
              tgt_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """labels (B, T): the target shifted by one, -100 where nothing is predicted."""
         logits = self(src_ids, tgt_ids, src_mask, tgt_mask)
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten()), logits
+        return cross_entropy(logits.flatten(0, 1), labels.flatten()), logits
 
 
 class TransformerForSequenceClassification(nn.Module):

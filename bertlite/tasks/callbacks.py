@@ -7,19 +7,65 @@ import time
 import lightning as L
 import torch
 
+from bertlite.models.flops import training_flops
+
+# Dense (no sparsity) bf16/fp16 tensor-core peaks, FLOP/s, by a substring of torch.cuda.get_device_name().
+# Checked in order: the first match wins, so the more specific names come first. Others: Lightning's table.
+GPU_PEAK_BF16 = (("h100 pcie", 756e12), ("h100 nvl", 835e12), ("h100", 989e12), ("h200", 989e12),
+                 ("gh200", 989e12), ("b200", 2250e12), ("a100", 312e12), ("l40s", 362e12), ("l4", 121e12),
+                 ("a10g", 125e12), ("a10", 125e12))
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+
+
+def precision_dtype(precision: str | int | None) -> torch.dtype:
+    """A trainer precision ("bf16-mixed", "16-true", "32-true", ...) -> the dtype matrices are multiplied in."""
+    return PRECISION_DTYPES.get(str(precision).split("-")[0], torch.float32)
+
+
+def device_peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """The device's peak dense FLOP/s in ``dtype``, or None when unknown (CPUs, unlisted cards)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device).lower()
+    if dtype in (torch.bfloat16, torch.float16):
+        for key, flops in GPU_PEAK_BF16:
+            if key in name:
+                return flops
+    from lightning.fabric.utilities.throughput import get_available_flops
+
+    return get_available_flops(device, dtype)
+
+
+def batch_flops(task_name: str, config, batch: dict) -> float:
+    """Training FLOPs of one batch (bertlite.models.flops), from tensor shapes only: no host-device sync."""
+    if "src_ids" in batch:  # encoder-decoder: the source through the encoder, the target through the decoder
+        b, s = batch["src_ids"].shape
+        return training_flops(config, b, s, target_len=batch["tgt_ids"].size(1))
+    b, t = batch["input_ids"].shape
+    if "mlm_positions" in batch:
+        return training_flops(config, b, t, predicted=batch["mlm_positions"].numel())
+    return training_flops(config, b, t, predicted=0 if task_name == "classification" else None)
+
 
 class TokenThroughput(L.Callback):
-    """Logs train/tokens_per_sec and train/samples_per_sec, averaged over the last ``window`` steps.
+    """Logs train/tokens_per_sec, train/samples_per_sec and train/tflops_per_sec (achieved model FLOP/s per
+    device, counted by bertlite.models.flops), averaged over the last ``window`` steps, and train/mfu
+    (model FLOPs utilisation: achieved / peak) when the peak is known: ``peak_flops`` (FLOP/s of one device)
+    if given, else the table of GPU peaks for the trainer's precision. On a CPU without ``peak_flops`` no MFU.
 
-    Token counts accumulate on the device and are read once per log, so the hot path never syncs.
+    Token counts accumulate on the device and FLOPs on the host (from shapes); both are read once per log,
+    so the hot path never syncs.
     """
 
-    def __init__(self, window: int = 20):
+    def __init__(self, window: int = 20, peak_flops: float | None = None):
         self.window = window
+        self.peak_flops = peak_flops
+        self._peak: float | None = None
         self._start: float | None = None
         self._tokens: torch.Tensor | int = 0
         self._samples = 0
         self._steps = 0
+        self._flops = 0.0
 
     @staticmethod
     def count_tokens(batch: dict) -> torch.Tensor | int:
@@ -28,6 +74,9 @@ class TokenThroughput(L.Callback):
         mask = batch.get("attention_mask")
         return ids.numel() if mask is None else mask.sum()
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._peak = self.peak_flops or device_peak_flops(pl_module.device, precision_dtype(trainer.precision))
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._start is None:
             self._start = time.perf_counter()
@@ -35,6 +84,8 @@ class TokenThroughput(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._tokens = self._tokens + self.count_tokens(batch)
         self._samples += next(iter(batch.values())).size(0)
+        config = getattr(pl_module, "model_config", None)
+        self._flops += batch_flops(pl_module.task_name, config, batch) if config is not None else 0.0
         self._steps += 1
         if self._steps < self.window:
             return
@@ -42,10 +93,15 @@ class TokenThroughput(L.Callback):
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - self._start
         tokens = float(self._tokens) * trainer.world_size
-        pl_module.log_dict({"train/tokens_per_sec": tokens / elapsed,
-                            "train/samples_per_sec": self._samples * trainer.world_size / elapsed},
-                           on_step=True, on_epoch=False, rank_zero_only=True)
-        self._start, self._tokens, self._samples, self._steps = time.perf_counter(), 0, 0, 0
+        flops_per_sec = self._flops / elapsed  # this device's
+        values = {"train/tokens_per_sec": tokens / elapsed,
+                  "train/samples_per_sec": self._samples * trainer.world_size / elapsed,
+                  "train/tflops_per_sec": flops_per_sec / 1e12}
+        if self._peak:
+            values["train/mfu"] = flops_per_sec / self._peak
+        pl_module.log_dict(values, on_step=True, on_epoch=False, rank_zero_only=True)
+        self._start, self._tokens, self._samples, self._steps, self._flops = time.perf_counter(), 0, 0, 0, 0.0
 
     def on_validation_start(self, trainer, pl_module) -> None:
-        self._start, self._tokens, self._samples, self._steps = None, 0, 0, 0  # don't count evaluation time
+        # don't count evaluation time
+        self._start, self._tokens, self._samples, self._steps, self._flops = None, 0, 0, 0, 0.0

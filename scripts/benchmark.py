@@ -1,0 +1,279 @@
+"""bertlite against Hugging Face transformers, side by side: the same shapes, batch, sequence length, threads,
+precision and machine, in one run.
+
+    python scripts/benchmark.py --out benchmark.json            # every section, this machine's defaults
+    python scripts/benchmark.py --sections mlm clm --reps 7      # some sections
+    python scripts/benchmark.py --quick --out /tmp/b.json        # tiny shapes and few steps (tests/test_benchmark.py)
+
+Sections: mlm (pretraining step, bert-mini and bert-base), finetune (SST-2 passes), inference (predict vs
+pipeline), clm (GPT step vs GPT2LMHeadModel), loader (bertlite's DataLoaders alone).
+
+Method. A section builds all its cases, runs each case's warm-up (not timed), then times repetitions that
+interleave the cases (A, B, C, A, B, C, ...) so that noise from the machine falls on all of them alike, and
+reports the median repetition. Peak memory is measured afterwards, one case at a time, from a fresh build:
+the growth over the memory in use before the case was built (weights, gradients, optimizer state, batches,
+activations). GPU: torch.cuda.max_memory_allocated. CPU: the process's peak resident set (VmHWM, reset
+through /proc/self/clear_refs; Linux only). A training step is forward, backward, gradient clipping at 1.0
+and an AdamW step. On a GPU: bf16 autocast, bert-base with a large batch, and MFU against the card's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchmark_text as text  # noqa: E402
+import benchmark_train as train  # noqa: E402
+
+SECTIONS = ("mlm", "finetune", "inference", "clm", "loader")
+REPO = Path(__file__).resolve().parents[1]
+QUICK_SHAPE = dict(n_layers=2, d_model=64, n_heads=2, d_ff=256, max_seq_len=64)  # --quick: every model
+
+
+@dataclass
+class Case:
+    run: Callable[[], int]  # one timed unit of work (steps or a pass); returns the tokens or examples it did
+    warmup: Callable[[], object]
+    flops: float = 0.0  # model FLOPs per unit (token) of run(): FLOP/s = flops * rate (0: not counted)
+
+
+class Env:
+    """The device, precision and settings every section shares."""
+
+    def __init__(self, args):
+        self.args = args
+        self.device = torch.device(args.device if args.device != "auto" else
+                                   "cuda" if torch.cuda.is_available() else "cpu")
+        self.bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_supported(self.device))
+        from bertlite.tasks.callbacks import device_peak_flops
+
+        self.peak = args.peak_flops or device_peak_flops(self.device, torch.bfloat16 if self.bf16 else torch.float32)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def model_config(self, name: str, **overrides):
+        from bertlite.models.config import preset
+
+        return preset(name, **{**(QUICK_SHAPE if self.args.quick else {}), **overrides})
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags  # CPUs with native bf16 dot products
+
+
+# --- memory -------------------------------------------------------------------------------------------
+def _status_kib(key: str) -> int | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def release_memory(env: Env) -> None:
+    gc.collect()
+    if env.device.type == "cuda":
+        torch.cuda.empty_cache()
+    else:
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so RSS is what is in use
+        except OSError:
+            pass
+
+
+def peak_memory(make: Callable[[], Case], env: Env) -> float | None:
+    """Peak memory growth (MiB) while building the case and running its warm-up and one timed unit."""
+    release_memory(env)
+    if env.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
+        except OSError:
+            return None
+        base = _status_kib("VmRSS") * 1024
+    case = make()
+    case.warmup()
+    case.run()
+    env.sync()
+    peak = torch.cuda.max_memory_allocated() if env.device.type == "cuda" else _status_kib("VmHWM") * 1024
+    del case
+    release_memory(env)
+    return (peak - base) / 2**20
+
+
+# --- timing -------------------------------------------------------------------------------------------
+def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, memory: bool = True) -> list[dict]:
+    """Build every case, warm each up, then time ``reps`` interleaved repetitions. The first case whose name
+    starts with 'transformers' is the reference of the ratio column."""
+    cases = {name: make() for name, make in factories.items()}
+    for case in cases.values():
+        case.warmup()
+    env.sync()
+    rates: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(reps):
+        for name, case in cases.items():
+            env.sync()
+            start = time.perf_counter()
+            units = case.run()
+            env.sync()
+            rates[name].append(units / (time.perf_counter() - start))
+    flops = {name: case.flops for name, case in cases.items()}
+    del cases
+    release_memory(env)
+    rows = []
+    for name, values in rates.items():
+        row = {"case": name, "median": statistics.median(values), "rates": values,
+               "peak_memory_mib": peak_memory(factories[name], env) if memory else None}
+        if flops[name]:
+            row["tflops_per_sec"] = flops[name] * row["median"] / 1e12
+        rows.append(row)
+    reference = next((r for r in rows if r["case"].startswith("transformers")), None)
+    for row in rows:
+        row["ratio"] = row["median"] / reference["median"] if reference else None
+        row["reference"] = row is reference
+        if env.peak and row.get("tflops_per_sec"):
+            row["mfu"] = row["tflops_per_sec"] * 1e12 / env.peak
+    return rows
+
+
+# --- report -------------------------------------------------------------------------------------------
+def table(title: str, unit: str, rows: list[dict]) -> str:
+    notes = any(r.get("note") for r in rows)
+    lines = [f"### {title}", "", f"| case | {unit} (median) | × reference | peak memory (MiB) | TFLOP/s | MFU |"
+             + (" note |" if notes else ""), "|---|---:|---:|---:|---:|---:|" + ("---|" if notes else "")]
+    for r in rows:
+        mem = "" if r.get("peak_memory_mib") is None else f"{r['peak_memory_mib']:.0f}"
+        tflops = f"{r['tflops_per_sec']:.3f}" if r.get("tflops_per_sec") else ""
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else ""
+        ratio = "1.00 (ref)" if r["reference"] else "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['case']} | {r['median']:,.1f} | {ratio} | {mem} | {tflops} | {mfu} |"
+                     + (f" {r.get('note', '')} |" if notes else ""))
+    return "\n".join(lines)
+
+
+def machine(env: Env) -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "device": str(env.device), "bf16_autocast": env.bf16,
+            "peak_flops": env.peak, "cpu": platform.processor() or platform.machine()}
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if env.device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(env.device)
+    return info
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--quick", action="store_true", help="tiny shapes, few steps: checks that everything runs")
+    p.add_argument("--out", default="benchmark.json", help="where the JSON goes")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 autocast where the hardware has bf16 (as the gutenberg_mini recipe), else fp32")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--batch-size", type=int, default=None, help="mlm/clm batch at mini shape (CPU 32, GPU 256)")
+    p.add_argument("--base-batch-size", type=int, default=None, help="mlm batch at bert-base (CPU 8, GPU 256)")
+    p.add_argument("--mlm-sizes", nargs="+", default=["bert-mini", "bert-base"], help="bertlite presets for mlm")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--vocab-size", type=int, default=30522, help="30522 as the released BERTs")
+    p.add_argument("--steps", type=int, default=None, help="timed training steps per repetition (CPU 5, GPU 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps (batches) per case before timing")
+    p.add_argument("--reps", type=int, default=5, help="interleaved repetitions; the median is reported")
+    p.add_argument("--finetune-reps", type=int, default=3, help="repetitions of the SST-2 passes")
+    p.add_argument("--finetune-examples", type=int, default=2000)
+    p.add_argument("--finetune-batch-size", type=int, default=32)
+    p.add_argument("--inference-examples", type=int, default=2000)
+    p.add_argument("--inference-batch-size", type=int, default=64)
+    p.add_argument("--classifier", default=None, help="a classification checkpoint (default: random weights)")
+    p.add_argument("--compile", action="store_true", help="add a torch.compile'd bertlite row to mlm and clm")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    p.add_argument("--peak-flops", type=float, default=None, help="the device's peak FLOP/s, for MFU")
+    p.add_argument("--data-dir", type=Path,
+                   default=Path(os.environ.get("BERTLITE_DATA_DIR", REPO.parent / "shared" / "data")))
+    args = p.parse_args(argv)
+    gpu = (args.device == "auto" and torch.cuda.is_available()) or args.device.startswith("cuda")
+    if args.quick:
+        args.batch_size, args.base_batch_size, args.seq_len, args.vocab_size = 4, 2, 32, 1000
+        args.steps, args.warmup, args.reps, args.finetune_reps = 2, 1, 2, 1
+        args.finetune_examples = args.inference_examples = 64
+    args.batch_size = args.batch_size or (256 if gpu else 32)
+    args.base_batch_size = args.base_batch_size or (256 if gpu else 8)
+    args.steps = args.steps or (20 if gpu else 5)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = Env(args)
+    print(f"device {env.device}, {torch.get_num_threads()} threads, bf16 autocast: {env.bf16}", flush=True)
+    tokenizer = text.build_tokenizer(args.data_dir, args.vocab_size, 3000 if args.quick else 100_000)
+    report = {"machine": machine(env), "settings": {k: str(v) for k, v in vars(args).items()}, "sections": {}}
+    out_tables = []
+    sections = {
+        "mlm": lambda: train.mlm_sections(env, tokenizer, Case, run_cases),
+        "clm": lambda: train.clm_sections(env, tokenizer, Case, run_cases),
+        "finetune": lambda: [("SST-2 fine-tuning, bert-mini: one pass", "examples/s",
+                              run_cases(env, text.finetune_cases(env, tokenizer, Case), args.finetune_reps,
+                                        not args.no_memory))],
+        "inference": lambda: inference_section(env, tokenizer),
+        "loader": lambda: train.loader_sections(env, tokenizer, Case, run_cases, report["sections"]),
+    }
+    for name in args.sections:
+        start = time.perf_counter()
+        print(f"[{name}] ...", flush=True)
+        results = sections[name]()
+        report["sections"][name] = [{"title": title, "unit": unit, "rows": rows} for title, unit, rows in results]
+        for title, unit, rows in results:
+            out_tables.append(table(title, unit, rows))
+            print(out_tables[-1] + "\n", flush=True)
+        print(f"[{name}] {time.perf_counter() - start:.0f} s", flush=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return report
+
+
+def inference_section(env: Env, tokenizer) -> list:
+    predictions: dict = {}
+    rows = run_cases(env, text.inference_cases(env, tokenizer, Case, predictions), env.args.reps,
+                     memory=False)
+    ours, theirs = predictions.get("bertlite"), predictions.get(f"hf{env.args.inference_batch_size}")
+    if ours and theirs:
+        agree = sum(a == b for a, b in zip(ours, theirs)) / len(ours)
+        rows[0]["agreement_with_pipeline"] = agree  # the same weights must give the same labels
+    return [(f"Inference, SST-2 ({env.args.inference_examples} sentences), fp32", "sentences/s", rows)]
+
+
+if __name__ == "__main__":
+    main()
