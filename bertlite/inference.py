@@ -30,6 +30,9 @@ from bertlite.models.heads import pool
 from bertlite.models.registry import PRETRAINING_MODELS, build_classifier
 
 
+PAD_TO_MULTIPLE_OF = 8  # as in fine-tuning (conf/data/_classification.yaml): few distinct batch shapes
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -80,7 +83,7 @@ class Predictor:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             rows = [{"input_ids": encodings[i].ids, "token_type_ids": encodings[i].type_ids} for i in idx]
-            yield idx, {k: v.to(self.device) for k, v in pad_batch(rows, self.pad_id).items()}
+            yield idx, {k: v.to(self.device) for k, v in pad_batch(rows, self.pad_id, PAD_TO_MULTIPLE_OF).items()}
 
 
 class Classifier(Predictor):

@@ -267,7 +267,7 @@ def main(argv=None) -> dict:
 def inference_section(env: Env, tokenizer) -> list:
     predictions: dict = {}
     rows = run_cases(env, text.inference_cases(env, tokenizer, Case, predictions), env.args.reps,
-                     memory=False)
+                     not env.args.no_memory)
     ours, theirs = predictions.get("bertlite"), predictions.get(f"hf{env.args.inference_batch_size}")
     if ours and theirs:
         agree = sum(a == b for a, b in zip(ours, theirs)) / len(ours)

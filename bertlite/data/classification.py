@@ -39,9 +39,11 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str
     return tokenizer.encode_batch(inputs)
 
 
-def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad input_ids and token_type_ids to the longest row; attention_mask marks the real tokens."""
+def pad_batch(rows: list[dict], pad_id: int, multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """Pad input_ids and token_type_ids to the longest row (rounded up to ``multiple_of``); attention_mask
+    marks the real tokens."""
     length = max(len(r["input_ids"]) for r in rows)
+    length = -(-length // multiple_of) * multiple_of
     input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     token_type_ids = torch.zeros((len(rows), length), dtype=torch.long)
     attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
@@ -58,7 +60,8 @@ def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 
 class LengthGroupedSampler(Sampler[int]):
     """Shuffle, then sort by length inside windows of ``batch_size * window`` rows, and shuffle the batches:
-    random order across training, similar lengths within a batch (as HF's group_by_length)."""
+    random order across training, similar lengths within a batch, the longest batch first (as HF's
+    group_by_length)."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, window: int = 50, seed: int = 0):
         self.lengths, self.batch_size, self.window, self.seed = list(lengths), batch_size, window, seed
@@ -79,8 +82,13 @@ class LengthGroupedSampler(Sampler[int]):
         for start in range(0, len(order), size):
             chunk = sorted(order[start:start + size], key=lambda i: -self.lengths[i])
             batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
-        for b in torch.randperm(len(batches), generator=g).tolist():
-            yield from batches[b]
+        batches = [batches[b] for b in torch.randperm(len(batches), generator=g).tolist()]
+        # the longest batch first, as HF's LengthGroupedSampler does: a batch too big for the device fails at
+        # step one, not hours in
+        longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
+        batches[0], batches[longest] = batches[longest], batches[0]
+        for batch in batches:
+            yield from batch
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -104,6 +112,7 @@ class ClassificationDataModule(L.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 128,
         group_by_length: bool = True,
+        pad_to_multiple_of: int = 8,
         num_workers: int = 0,
         seed: int = 0,
     ):
@@ -115,6 +124,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.metric = metric  # the data set's own measure of success (GLUE's convention), read by the task
         self.max_seq_len, self.batch_size, self.eval_batch_size = max_seq_len, batch_size, eval_batch_size
         self.group_by_length, self.num_workers, self.seed = group_by_length, num_workers, seed
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.tokenizer = tokenizer
         self.raw: datasets.DatasetDict | None = None
         self.label_names: list[str] | None = None
@@ -221,7 +231,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     # --- loaders -------------------------------------------------------------------------------
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        return pad_batch(rows, special_ids(self.tokenizer)["pad"])
+        return pad_batch(rows, special_ids(self.tokenizer)["pad"], self.pad_to_multiple_of)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
