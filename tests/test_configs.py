@@ -102,3 +102,16 @@ def test_experiment_changes_only_what_it_names():
     _, exp = compose_resolved("pretrain", ["experiment=gutenberg_mini"])
     assert exp["model"]["dropout"] == 0.0 and exp["trainer"]["precision"] == "bf16-mixed"
     assert exp["data"]["train_files"] == base["data"]["train_files"]
+
+
+def test_slurm_launcher_takes_its_shape_from_the_trainer():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    register_model_presets()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="pretrain", return_hydra_config=True,
+                      overrides=["hydra/launcher=slurm", "trainer=ddp_multinode", "trainer.num_nodes=2",
+                                 "trainer.devices=8"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 8, 8)
