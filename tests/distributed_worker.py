@@ -67,15 +67,20 @@ def main(mode: str, batch_size: int, out: str) -> None:
     if mode == "fully_shard":
         from lightning.pytorch.strategies import ModelParallelStrategy
 
-        strategy, devices = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1), 2
+        # save_distributed_checkpoint=False: rank zero gathers the shards into one ordinary checkpoint file
+        strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, save_distributed_checkpoint=False)
+        devices = 2
     else:
         strategy, devices = ("ddp_spawn", 2) if mode == "ddp_spawn" else ("auto", 1)
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_steps=STEPS,
                         limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, deterministic=True,
                         gradient_clip_val=1.0)
+    task.tokenizer_json = tokenizer.to_str()
     initial = {name: p.detach().clone() for name, p in task.model.named_parameters()}
     trainer.fit(task, datamodule=data)
+    if mode == "fully_shard":  # a checkpoint of the sharded run, to load on one device (tests/test_distributed.py)
+        trainer.save_checkpoint(out + ".ckpt")
     params = {}
     for name, p in task.model.named_parameters():
         params[name] = (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().cpu().clone()

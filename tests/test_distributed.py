@@ -33,3 +33,15 @@ def test_two_processes_match_one_with_the_doubled_batch(mode, single, tmp_path):
     print(f"{mode}: max parameter difference {diff:.2e} (parameters moved by up to {moved:.2e})")
     assert moved > 1e-3  # training happened, so agreement means something
     assert diff < 1e-5
+
+
+def test_sharded_run_checkpoint_loads_on_one_device(tmp_path):
+    """A fully_shard run's checkpoint (gathered by rank zero) is an ordinary bertlite checkpoint: bertlite.load
+    and bertlite-finetune pretrained= read it on one process, with the trained parameters."""
+    import bertlite
+
+    two = train("fully_shard", 8, tmp_path / "params.pt")
+    mlm = bertlite.load(tmp_path / "params.pt.ckpt")
+    for name, p in mlm.model.named_parameters():
+        assert torch.equal(p.detach(), two["params"][name]), name
+    assert mlm.fill_mask("the cat sat on the [MASK] .", top_k=2)

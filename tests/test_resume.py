@@ -29,10 +29,10 @@ def losses(run_dir, key="train/loss") -> dict[int, float]:
     return dict(rows)
 
 
-def interrupt(signum: int, args: list[str], at_step: int, flag) -> str:
+def interrupt(signum: int, args: list[str], at_step: int, flag, module: str = "bertlite.pretrain") -> str:
     """Run the CLI, send it ``signum`` from outside once it has finished step ``at_step``; its stderr."""
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "bertlite.pretrain", *args,
+    proc = subprocess.Popen([sys.executable, "-m", module, *args,
                              "+callbacks.pause._target_=tests.signal_callback.PauseForSignal",
                              f"+callbacks.pause.at_step={at_step}", f"+callbacks.pause.flag={flag}"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -72,6 +72,32 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_corpus,
     print(f"max |train/loss difference| over 30 steps, resumed at step 20: {diff:.3g}")
     assert diff <= 1e-6, {s: (expected[s], got[s]) for s in expected if abs(expected[s] - got[s]) > 1e-6}
     assert losses(cut, "val/loss") == pytest.approx(losses(whole, "val/loss"), abs=1e-6)
+
+
+def test_finetune_sigterm_mid_epoch_then_resume_matches(pretrain_run, sentiment_csv, tmp_path):
+    """Fine-tuning too: stopped in its second epoch (length-grouped batches, dropout on), resumed, the same
+    per-step losses as a run never interrupted."""
+    from tests.test_cli_finetune import TINY_FINETUNE
+
+    train, dev = sentiment_csv  # 240 rows: 15 batches of 16 per epoch
+    run = [*TINY_FINETUNE, "trainer.max_steps=30", "trainer.val_check_interval=10", "trainer.log_every_n_steps=1",
+           "trainer.deterministic=true", "dropout=0.1", f"data.train_file={train}", f"data.validation_file={dev}",
+           f"pretrained={pretrain_run / 'checkpoints' / 'last.ckpt'}"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    result = run_cli("bertlite.finetune", *run, f"hydra.run.dir={whole}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    interrupt(signal.SIGTERM, [*run, f"hydra.run.dir={cut}"], at_step=17, flag=tmp_path / "at_step",
+              module="bertlite.finetune")
+    saved = torch.load(cut / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 17
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0] == {"epoch": 1, "batches_done": 2}
+    resumed = run_cli("bertlite.finetune", *run, f"hydra.run.dir={cut}", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = losses(whole), losses(cut)
+    assert sorted(got) == sorted(expected) == list(range(30))
+    diff = max(abs(expected[s] - got[s]) for s in expected)
+    print(f"fine-tuning: max |train/loss difference| over 30 steps, resumed at step 17: {diff:.3g}")
+    assert diff <= 1e-6, {s: (expected[s], got[s]) for s in expected if abs(expected[s] - got[s]) > 1e-6}
 
 
 def test_ckpt_path_last_without_a_previous_run_is_one_clear_error(tmp_path):

@@ -59,12 +59,14 @@ def pad_batch(rows: list[dict], pad_id: int, multiple_of: int = 1) -> dict[str, 
 
 
 class LengthGroupedSampler(Sampler[int]):
-    """Shuffle, then sort by length inside windows of ``batch_size * window`` rows, and shuffle the batches:
-    random order across training, similar lengths within a batch, the longest batch first (as HF's
-    group_by_length)."""
+    """One seeded permutation per epoch (``seed + epoch``; Lightning calls ``set_epoch``). With ``group``:
+    sorted by length inside windows of ``batch_size * window`` rows, cut into batches, the batches shuffled
+    and the longest batch first (as HF's group_by_length): random order across training, similar lengths
+    within a batch, and a batch too big for the device fails at step one, not hours in."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, window: int = 50, seed: int = 0):
+    def __init__(self, lengths: Sequence[int], batch_size: int, window: int = 50, seed: int = 0, group: bool = True):
         self.lengths, self.batch_size, self.window, self.seed = list(lengths), batch_size, window, seed
+        self.group = group
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -75,20 +77,50 @@ class LengthGroupedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
         order = torch.randperm(len(self.lengths), generator=g).tolist()
+        if not self.group:
+            yield from order
+            return
         size = self.batch_size * self.window
         batches = []
         for start in range(0, len(order), size):
             chunk = sorted(order[start:start + size], key=lambda i: -self.lengths[i])
             batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
         batches = [batches[b] for b in torch.randperm(len(batches), generator=g).tolist()]
-        # the longest batch first, as HF's LengthGroupedSampler does: a batch too big for the device fails at
-        # step one, not hours in
         longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
         batches[0], batches[longest] = batches[longest], batches[0]
         for batch in batches:
             yield from batch
+
+
+class ResumableBatches(DataLoader):
+    """A DataLoader over a sampler whose order depends only on its epoch: it saves how many batches of the
+    current epoch it has handed out (Lightning stores ``state_dict()`` in every checkpoint and hands it back
+    on resume), and a resumed epoch skips that many, so no batch is repeated or skipped. Skipped batches are
+    still collated (cheap for classification rows); in DDP each rank skips its own, so resume with the same
+    number of devices."""
+
+    _resume: tuple[int, int] | None = None  # (epoch, batches done), from load_state_dict
+    _epoch, _done = 0, 0
+
+    def __iter__(self):
+        sampler = self.sampler if self.batch_sampler is None else self.batch_sampler.sampler
+        self._epoch, self._done = getattr(sampler, "epoch", 0), 0
+        batches = super().__iter__()
+        if self._resume is not None and self._resume[0] == self._epoch:
+            for _ in range(self._resume[1]):
+                next(batches)
+            self._done = self._resume[1]
+        self._resume = None
+        for batch in batches:
+            self._done += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._epoch, "batches_done": self._done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = (state["epoch"], state["batches_done"])
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -235,9 +267,11 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
-        sampler = LengthGroupedSampler(ds["length"], self.batch_size, seed=self.seed) if self.group_by_length else None
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, shuffle=sampler is None,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+        sampler = LengthGroupedSampler(ds["length"], self.batch_size, seed=self.seed, group=self.group_by_length)
+        # a generator of its own: creating the iterator then draws nothing from the global RNG, which a resumed
+        # run restores to the interrupted step's state (dropout masks)
+        return ResumableBatches(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,
+                                num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, shuffle=False,
