@@ -93,6 +93,16 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 # --- fine-tuning -----------------------------------------------------------------------------------
+def train_step(env, model, optimizer, loss_fn, batch: dict) -> None:
+    """One training step as every case runs it: forward under autocast, backward, clipping at 1.0, AdamW."""
+    with env.autocast():
+        loss = loss_fn(model, batch)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def finetune_datamodule(args, tokenizer):
     """bertlite's fine-tuning data path on SST-2 (conf/data/sst2.yaml): a random subset of the training sentences."""
     from bertlite.data.classification import ClassificationDataModule
@@ -131,12 +141,7 @@ def finetune_cases(env, tokenizer, make_case):
             if limit is not None and i == limit:
                 break
             batch = to_device(batch, device)
-            with env.autocast():
-                loss = loss_fn(model, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(env, model, optimizer, loss_fn, batch)
             examples += batch["labels"].size(0)
         return examples
 

@@ -55,12 +55,7 @@ def training_case(env, make_case, model, optimizer, loss_fn, batches: list[dict]
 
     def step() -> int:
         batch = next(cycle)
-        with env.autocast():
-            loss = loss_fn(model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        text.train_step(env, model, optimizer, loss_fn, batch)
         return batch["input_ids"].numel()
 
     model.train()
