@@ -22,7 +22,15 @@ TASK_HINTS = {
 
 
 def read_checkpoint(path: str | Path, expect_task: str | tuple[str, ...] | None = None) -> dict[str, Any]:
-    """torch.load a Lightning checkpoint and check its ``bertlite`` section; errors say what the file is."""
+    """torch.load a Lightning checkpoint and check its ``bertlite`` section; errors say what the file is.
+    ``hf:<folder>`` imports a Hugging Face BERT folder instead (bertlite/interop), checked the same way."""
+    if str(path).startswith("hf:"):
+        from bertlite.interop import import_hf_bert
+
+        checkpoint, report = import_hf_bert(str(path)[3:])
+        report.log()
+        _check_task(path, checkpoint["bertlite"]["task"], expect_task)
+        return checkpoint
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -33,12 +41,15 @@ def read_checkpoint(path: str | Path, expect_task: str | tuple[str, ...] | None 
                               f"{type(exc).__name__}: {str(exc)[:200]}") from exc
     if not isinstance(checkpoint, dict) or "bertlite" not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a bertlite checkpoint (no model config and tokenizer inside)")
-    task = checkpoint["bertlite"].get("task")
+    _check_task(path, checkpoint["bertlite"].get("task"), expect_task)
+    return checkpoint
+
+
+def _check_task(path, task: str | None, expect_task: str | tuple[str, ...] | None) -> None:
     expected = (expect_task,) if isinstance(expect_task, str) else expect_task
     if expected and task not in expected:
         raise CheckpointError(f"{path} is {TASK_HINTS.get(task, f'a {task!r} checkpoint')}; "
                               f"this needs a {' or '.join(expected)} checkpoint")
-    return checkpoint
 
 
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:

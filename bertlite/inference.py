@@ -188,21 +188,10 @@ PREDICTORS = {"classification": Classifier, "mlm": MaskedLM, "encoder": Encoder,
               "seq2seq": TextGenerator}
 
 
-def read_any_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A bertlite checkpoint file, or ``hf:<folder>``: a Hugging Face BERT folder imported on the fly."""
-    if str(path).startswith("hf:"):
-        from bertlite.interop import import_hf_bert
-
-        checkpoint, report = import_hf_bert(str(path)[3:])
-        report.log()
-        return checkpoint
-    return read_checkpoint(path)
-
-
 def load(path: str | Path, device: str | torch.device | None = None) -> Predictor:
     """The predictor that fits the checkpoint's task: a Classifier, a MaskedLM, an Encoder or a TextGenerator.
     ``path`` is a bertlite checkpoint, or ``hf:<folder>`` for a Hugging Face BERT folder."""
-    checkpoint = read_any_checkpoint(path)
+    checkpoint = read_checkpoint(path)
     task = checkpoint["bertlite"].get("task")
     if task not in PREDICTORS:
         raise CheckpointError(f"{path} is a {task!r} checkpoint; bertlite.load knows {', '.join(PREDICTORS)}")

@@ -30,25 +30,12 @@ from bertlite.errors import ConfigError
 log = logging.getLogger("bertlite.finetune")
 
 
-def read_pretrained(source: str) -> dict:
-    """A pretraining checkpoint (MLM, CLM, seq2seq, or an encoder), or ``hf:<folder>``: a Hugging Face BERT
-    folder, imported on the fly (its encoder is used; a classifier head in it is not)."""
-    from bertlite.checkpoints import read_checkpoint
-
-    if str(source).startswith("hf:"):
-        from bertlite.interop import import_hf_bert
-
-        checkpoint, report = import_hf_bert(str(source)[3:])
-        report.log()
-        return checkpoint
-    return read_checkpoint(source, expect_task=("mlm", "clm", "seq2seq", "encoder"))
-
-
 def finetune(cfg: DictConfig) -> dict:
     import lightning as L
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from bertlite.checkpoints import read_checkpoint
     from bertlite.data.tokenizer import special_ids
     from bertlite.models.config import config_from_dict
     from bertlite.tasks.classification import resolve_metric
@@ -58,7 +45,10 @@ def finetune(cfg: DictConfig) -> dict:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
 
     datamodule = instantiate(cfg.data)
-    pretrained = read_pretrained(cfg.pretrained) if cfg.pretrained else None
+    # a pretraining checkpoint (MLM, CLM, seq2seq, encoder), or hf:<folder>: an HF BERT with any head (its encoder
+    # is used; a classifier head in it is not)
+    pretraining_tasks = None if str(cfg.pretrained).startswith("hf:") else ("mlm", "clm", "seq2seq", "encoder")
+    pretrained = read_checkpoint(cfg.pretrained, expect_task=pretraining_tasks) if cfg.pretrained else None
     datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
                                                checkpoint=pretrained))
     tokenizer = datamodule.tokenizer
