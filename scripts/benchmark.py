@@ -38,6 +38,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from bertlite.precision import bf16_is_fast  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_text as text  # noqa: E402
 import benchmark_train as train  # noqa: E402
@@ -61,7 +63,7 @@ class Env:
         self.args = args
         self.device = torch.device(args.device if args.device != "auto" else
                                    "cuda" if torch.cuda.is_available() else "cpu")
-        self.bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_supported(self.device))
+        self.bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_is_fast(self.device))
         from bertlite.tasks.callbacks import device_peak_flops
 
         self.peak = args.peak_flops or device_peak_flops(self.device, torch.bfloat16 if self.bf16 else torch.float32)
@@ -77,13 +79,6 @@ class Env:
         from bertlite.models.config import preset
 
         return preset(name, **{**(QUICK_SHAPE if self.args.quick else {}), **overrides})
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags  # CPUs with native bf16 dot products
 
 
 # --- memory -------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def recipe() -> dict:
     """bertlite's default bert-mini pretraining recipe: conf/task/mlm.yaml + conf/experiment/gutenberg_mini.yaml."""
     exp, task = OmegaConf.load(CONF / "experiment" / "gutenberg_mini.yaml"), OmegaConf.load(CONF / "task" / "mlm.yaml")
     return dict(dropout=exp.model.dropout, attention_dropout=exp.model.attention_dropout,
-                mlm_probability=exp.data.mlm_probability, precision=exp.trainer.precision, lr=exp.task.lr,
+                mlm_probability=exp.data.mlm_probability, lr=exp.task.lr,
                 betas=tuple(task.betas), eps=task.eps, weight_decay=task.weight_decay, compile=task.compile)
 
 

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf, open_dict
 
 from bertlite.cli.common import CONFIG_DIR, register_model_presets
 from bertlite.models.config import PRESETS
+from bertlite.precision import fast_precision
 
 PRIMARY = ["pretrain", "finetune", "predict", "generate", "attention", "compare"]
 REQUIRED = {"predict": ["checkpoint=x.ckpt"], "generate": ["checkpoint=x.ckpt", "prompt=x"],
@@ -100,7 +101,7 @@ def test_every_architecture_composes_with_its_task(arch, task):
 def test_experiment_changes_only_what_it_names():
     _, base = compose_resolved("pretrain", ["model=bert-mini", "data=gutenberg"])
     _, exp = compose_resolved("pretrain", ["experiment=gutenberg_mini"])
-    assert exp["model"]["dropout"] == 0.0 and exp["trainer"]["precision"] == "bf16-mixed"
+    assert exp["model"]["dropout"] == 0.0 and exp["trainer"]["precision"] == fast_precision("cpu")
     assert exp["data"]["train_files"] == base["data"]["train_files"]
 
 

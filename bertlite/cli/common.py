@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bertlite.atomic import write_text_atomically
 from bertlite.errors import BertliteError, ConfigError
+from bertlite.precision import fast_precision
 
 log = logging.getLogger("bertlite")
 
@@ -32,6 +33,10 @@ def config_dir() -> str:
 
 
 CONFIG_DIR = config_dir()
+
+# ${fast_precision:${trainer.accelerator}} in a config: bf16-mixed where the hardware has bf16, else 32-true
+if not OmegaConf.has_resolver("fast_precision"):
+    OmegaConf.register_new_resolver("fast_precision", fast_precision)
 
 
 def register_model_presets() -> None:

@@ -25,7 +25,7 @@ class ModelConfig:
     attention_dropout: float = 0.1
     activation: str = "gelu"
     norm_first: bool = False  # False: post-LN (original Transformer, BERT); True: pre-LN (GPT-2)
-    position: str = "learned"  # or "sinusoidal"
+    position: str = "learned"  # or "sinusoidal", or "alibi" (a distance penalty in attention, no position vectors)
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     init_std: float = 0.02

@@ -15,7 +15,7 @@ from bertlite.nn.loss import cross_entropy
 def stack_kwargs(config) -> dict:
     return dict(d_model=config.d_model, n_heads=config.n_heads, d_ff=config.d_ff, dropout=config.dropout,
                 attention_dropout=config.attention_dropout, activation=config.activation,
-                norm_first=config.norm_first, layer_norm_eps=config.layer_norm_eps)
+                norm_first=config.norm_first, layer_norm_eps=config.layer_norm_eps, alibi=config.position == "alibi")
 
 
 class GPTModel(nn.Module):

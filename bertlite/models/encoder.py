@@ -41,6 +41,7 @@ class BertModel(nn.Module):
             activation=config.activation,
             norm_first=config.norm_first,
             layer_norm_eps=config.layer_norm_eps,
+            alibi=config.position == "alibi",
         )
 
     def forward(

@@ -8,7 +8,8 @@ Two paths compute the same function:
 - ``attention_fused``: ``torch.nn.functional.scaled_dot_product_attention``, the fused kernel
   (flash / memory-efficient / oneDNN), used for training and inference.
 
-Masks are boolean and broadcast to (B, n_heads, T_q, T_k): True means "may attend".
+Masks are boolean and broadcast to (B, n_heads, T_q, T_k): True means "may attend". A bias (ALiBi's
+distance penalty) is a float tensor that broadcasts alike and is added to the scores before the softmax.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from bertlite.nn.positional import alibi_bias, alibi_slopes
 
 CPU_UPCAST_DTYPES = (torch.bfloat16, torch.float16)  # attention_fused computes these in fp32 on a CPU
 
@@ -32,11 +35,14 @@ def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> Tenso
 
 
 def attention_reference(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, dropout_p: float = 0.0
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, dropout_p: float = 0.0,
+    bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """q (B, h, T_q, d_k), k and v (B, h, T_k, d_k) -> output (B, h, T_q, d_k), weights (B, h, T_q, T_k)."""
     d_k = q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (B, h, T_q, T_k)
+    if bias is not None:
+        scores = scores + bias
     if causal:
         scores = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device), float("-inf"))
     if mask is not None:
@@ -48,23 +54,32 @@ def attention_reference(
 
 
 def attention_fused(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, dropout_p: float = 0.0
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False, dropout_p: float = 0.0,
+    bias: Tensor | None = None,
 ) -> Tensor:
     """Same contract as ``attention_reference``, through PyTorch's fused kernel; returns the output only."""
     t_q, t_k = q.size(-2), k.size(-2)
-    if causal and (mask is not None or t_q != t_k):
+    if causal and (mask is not None or t_q != t_k or bias is not None):
         # SDPA's is_causal aligns the top-left corner and refuses an extra mask: fold both into one mask.
         both = causal_mask(t_q, t_k, q.device)
         mask = both if mask is None else mask & both
         causal = False
+    if bias is not None:  # SDPA takes one mask: a float one is added to the scores, -inf where none may attend
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     if q.device.type == "cpu" and q.dtype in CPU_UPCAST_DTYPES:
         # PyTorch's CPU flash-attention kernel is slower in bf16 than in fp32 (16 sequences x 4 heads x 128 x 64,
         # forward + backward, one AVX512-BF16 core: 28 ms against 16 ms; equal at 512 tokens): run it in fp32
         with torch.autocast("cpu", enabled=False):
-            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=_as_mask(mask, torch.float32),
                                                  dropout_p=dropout_p, is_causal=causal)
         return out.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=_as_mask(mask, q.dtype), dropout_p=dropout_p,
+                                          is_causal=causal)
+
+
+def _as_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """SDPA wants a boolean mask, or a float one in the queries' dtype."""
+    return mask if mask is None or mask.dtype == torch.bool else mask.to(dtype)
 
 
 class MultiHeadAttention(nn.Module):
@@ -73,9 +88,10 @@ class MultiHeadAttention(nn.Module):
     Queries, keys and values are learned linear projections of the input (self-attention) or,
     for cross-attention, queries come from ``x`` and keys and values from ``context``.
     Set ``record_weights = True`` to run the reference path and keep ``attention_weights``.
+    alibi=True (self-attention only) adds ALiBi's distance penalty to every head's scores.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, alibi: bool = False):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
@@ -85,6 +101,9 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)  # W^V
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W^O
         self.dropout = dropout
+        self.alibi = alibi
+        if alibi:
+            self.register_buffer("alibi_slopes", alibi_slopes(n_heads), persistent=False)  # (h,)
         self.record_weights = False
         self.attention_weights: Tensor | None = None
 
@@ -117,9 +136,10 @@ class MultiHeadAttention(nn.Module):
                     k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
                 cache["k"], cache["v"] = k, v
         dropout_p = self.dropout if self.training else 0.0
+        bias = alibi_bias(self.alibi_slopes, t, k.size(2)) if self.alibi else None  # (h, T, T_k)
         if self.record_weights:
-            out, self.attention_weights = attention_reference(q, k, v, mask, causal, dropout_p)
+            out, self.attention_weights = attention_reference(q, k, v, mask, causal, dropout_p, bias)
         else:
-            out = attention_fused(q, k, v, mask, causal, dropout_p)
+            out = attention_fused(q, k, v, mask, causal, dropout_p, bias)
         out = out.transpose(1, 2).reshape(b, t, c)  # (B, h, T, d_k) -> (B, T, C): concatenate the heads
         return self.out_proj(out)

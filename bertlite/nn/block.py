@@ -30,10 +30,11 @@ class TransformerBlock(nn.Module):
         layer_norm_eps: float = 1e-12,
         cross_attention: bool = False,
         bias: bool = True,
+        alibi: bool = False,
     ):
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias, alibi)
         self.self_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias) if cross_attention else None
         self.cross_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if cross_attention else None

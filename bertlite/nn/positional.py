@@ -1,4 +1,10 @@
-"""Positional information: fixed sinusoidal encodings (Vaswani et al., 3.5) or learned embeddings (BERT, GPT)."""
+"""Positional information.
+
+Added to the token embeddings: fixed sinusoidal encodings (Vaswani et al., 3.5) or learned embeddings (BERT, GPT).
+Or, instead of either, ALiBi (Press et al., 2022): no position vectors at all; each attention head subtracts
+slope_h * |i - j| from the score of query i for key j, so from the first step a head prefers nearby tokens,
+some heads sharply (large slopes), others barely (MosaicBERT uses it in an encoder).
+"""
 
 from __future__ import annotations
 
@@ -36,9 +42,35 @@ class LearnedPositionalEmbedding(nn.Embedding):
         super().__init__(max_len, d_model)
 
 
-def positional_encoding(kind: str, max_len: int, d_model: int) -> nn.Module:
+def alibi_slopes(n_heads: int) -> Tensor:
+    """(n_heads,): the geometric sequence 2^(-8/n), 2^(-16/n), ..., 2^(-8). When n is not a power of two:
+    the slopes for the power of two below it, then every other slope of the next power of two (as the paper)."""
+
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
+
+    below = 2 ** int(math.floor(math.log2(n_heads)))
+    return torch.tensor(geometric(below) + geometric(2 * below)[0::2][: n_heads - below])
+
+
+def alibi_bias(slopes: Tensor, t_q: int, t_k: int) -> Tensor:
+    """(h, T_q, T_k) additive score bias -slope_h * |i - j|. Query i sits at position i + (T_k - T_q), so the
+    last query aligns with the last key, as in ``causal_mask``, and a cached prefix keeps its distances."""
+    query_pos = torch.arange(t_k - t_q, t_k, device=slopes.device)  # (T_q,)
+    key_pos = torch.arange(t_k, device=slopes.device)  # (T_k,)
+    distance = (query_pos[:, None] - key_pos[None, :]).abs()  # (T_q, T_k)
+    return -slopes[:, None, None] * distance  # (h, 1, 1) * (T_q, T_k) -> (h, T_q, T_k)
+
+
+POSITIONS = ("learned", "sinusoidal", "alibi")
+
+
+def positional_encoding(kind: str, max_len: int, d_model: int) -> nn.Module | None:
+    """The module whose output is added to the token embeddings; None for ALiBi, which biases attention instead."""
     if kind == "sinusoidal":
         return SinusoidalPositionalEncoding(max_len, d_model)
     if kind == "learned":
         return LearnedPositionalEmbedding(max_len, d_model)
-    raise ValueError(f"unknown position encoding {kind!r}; choose 'learned' or 'sinusoidal'")
+    if kind == "alibi":
+        return None
+    raise ValueError(f"unknown position encoding {kind!r}; choose one of {', '.join(POSITIONS)}")
