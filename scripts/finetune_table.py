@@ -23,14 +23,16 @@ from bertlite.models.config import preset
 from bertlite.precision import fast_precision
 
 COMMON = [f"trainer.precision={fast_precision()}", "callbacks.progress_bar=null"]  # bf16 where it is native
+FULL_SST2 = ["trainer.max_epochs=2", "trainer.val_check_interval=0.5"]
 SUBSET = ["data.max_train_samples=2000", "trainer.max_epochs=10"]
 RUNS = {
-    # name: (data config, extra overrides, from pretrained?). The 2k-subset learning rates are each start's best
-    # of {1e-4, 3e-4, 6e-4, 1e-3} on SST-2 dev (README): 1e-3 diverges from the pretrained encoder.
-    "sst2": ("sst2", ["trainer.max_epochs=3", "task.lr=1e-4"], True),
-    "sst2_random": ("sst2", ["trainer.max_epochs=3", "task.lr=1e-4"], False),
-    "sst2_2k": ("sst2", [*SUBSET, "task.lr=3e-4"], True),
-    "sst2_2k_random": ("sst2", [*SUBSET, "task.lr=1e-4"], False),
+    # name: (data config, extra overrides, from pretrained?). The 2k-subset settings were the best of a sweep on
+    # seed 42 for both starts (README): lr 1e-4 or 3e-4, [CLS] or mean pooling.
+    # full SST-2: two epochs fit the 20-minute budget on a 2-core AVX2 CPU in fp32; validated every half epoch
+    "sst2": ("sst2", [*FULL_SST2, "task.lr=1e-4"], True),
+    "sst2_random": ("sst2", [*FULL_SST2, "task.lr=1e-4"], False),
+    "sst2_2k": ("sst2", [*SUBSET, "task.lr=1e-4", "task.pooling=mean"], True),
+    "sst2_2k_random": ("sst2", [*SUBSET, "task.lr=1e-4", "task.pooling=mean"], False),
     "mrpc": ("mrpc", ["trainer.max_epochs=5", "task.lr=1e-4"], True),
     "cola": ("cola", ["trainer.max_epochs=5", "task.lr=1e-4"], True),
 }
