@@ -34,6 +34,12 @@ class ModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
+    def stack_kwargs(self) -> dict:
+        """The ``TransformerStack`` arguments every architecture takes from its config."""
+        return dict(d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff, dropout=self.dropout,
+                    attention_dropout=self.attention_dropout, activation=self.activation,
+                    norm_first=self.norm_first, layer_norm_eps=self.layer_norm_eps, alibi=self.position == "alibi")
+
 
 @dataclass
 class BertConfig(ModelConfig):

@@ -12,12 +12,6 @@ from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, p
 from bertlite.nn.loss import cross_entropy
 
 
-def stack_kwargs(config) -> dict:
-    return dict(d_model=config.d_model, n_heads=config.n_heads, d_ff=config.d_ff, dropout=config.dropout,
-                attention_dropout=config.attention_dropout, activation=config.activation,
-                norm_first=config.norm_first, layer_norm_eps=config.layer_norm_eps, alibi=config.position == "alibi")
-
-
 class GPTModel(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -25,7 +19,7 @@ class GPTModel(nn.Module):
         self.embeddings = TransformerEmbeddings(config.vocab_size, config.d_model, config.max_seq_len,
                                                 position=config.position, norm=False, dropout=config.dropout,
                                                 pad_token_id=config.pad_token_id)
-        self.decoder = TransformerStack(config.n_layers, causal=True, **stack_kwargs(config))
+        self.decoder = TransformerStack(config.n_layers, causal=True, **config.stack_kwargs())
 
     def new_cache(self) -> list[dict]:
         """One dict per layer; attention layers keep their keys and values in it while generating."""

@@ -30,19 +30,7 @@ class BertModel(nn.Module):
             dropout=config.dropout,
             pad_token_id=config.pad_token_id,
         )
-        self.encoder = TransformerStack(
-            config.n_layers,
-            causal=False,
-            d_model=config.d_model,
-            n_heads=config.n_heads,
-            d_ff=config.d_ff,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            activation=config.activation,
-            norm_first=config.norm_first,
-            layer_norm_eps=config.layer_norm_eps,
-            alibi=config.position == "alibi",
-        )
+        self.encoder = TransformerStack(config.n_layers, causal=False, **config.stack_kwargs())
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None

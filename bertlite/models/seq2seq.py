@@ -11,7 +11,6 @@ import torch
 from torch import Tensor, nn
 
 from bertlite.models.config import TransformerConfig
-from bertlite.models.decoder import stack_kwargs
 from bertlite.models.generation import generate
 from bertlite.models.heads import ClassificationHead, pool
 from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, padding_mask
@@ -25,9 +24,9 @@ class TransformerModel(nn.Module):
         self.embeddings = TransformerEmbeddings(config.vocab_size, config.d_model, config.max_seq_len,
                                                 position=config.position, norm=False, scale=True,
                                                 dropout=config.dropout, pad_token_id=config.pad_token_id)
-        self.encoder = TransformerStack(config.n_layers, causal=False, **stack_kwargs(config))
+        self.encoder = TransformerStack(config.n_layers, causal=False, **config.stack_kwargs())
         self.decoder = TransformerStack(config.n_decoder_layers, causal=True, cross_attention=True,
-                                        **stack_kwargs(config))
+                                        **config.stack_kwargs())
 
     def new_cache(self) -> list[dict]:
         return [{} for _ in self.decoder.layers]

@@ -70,8 +70,9 @@ def attention_fused(
         # PyTorch's CPU flash-attention kernel is slower in bf16 than in fp32 (16 sequences x 4 heads x 128 x 64,
         # forward + backward, one AVX512-BF16 core: 28 ms against 16 ms; equal at 512 tokens): run it in fp32
         with torch.autocast("cpu", enabled=False):
-            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=_as_mask(mask, torch.float32),
-                                                 dropout_p=dropout_p, is_causal=causal)
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                                 attn_mask=_as_mask(mask, torch.float32), dropout_p=dropout_p,
+                                                 is_causal=causal)
         return out.to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=_as_mask(mask, q.dtype), dropout_p=dropout_p,
                                           is_causal=causal)
