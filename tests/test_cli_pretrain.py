@@ -67,6 +67,28 @@ def test_checkpoint_is_self_contained_and_reloads_with_identical_outputs(pretrai
     assert dataclasses.asdict(task.model_config) == meta["model_config"]
 
 
+
+def test_init_from_starts_a_new_run_from_the_checkpoints_weights(pretrain_run, tiny_corpus, tmp_path):
+    """Continued (domain-adaptive) pretraining: the weights, architecture and tokenizer come from the checkpoint;
+    the step count, optimizer and schedule start afresh. With lr 0 the weights must come out unchanged."""
+    source = pretrain_run / "checkpoints" / "last.ckpt"
+    # model.d_model=32 is ignored: the architecture is the checkpoint's
+    result = run_cli("bertlite.pretrain", *TINY_RUN, "data=text_files", f"data.train_files={tiny_corpus}",
+                     "model.d_model=32", "trainer.max_steps=3", "task.lr=0", f"init_from={source}",
+                     f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    before = torch.load(source, weights_only=False)
+    after = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert after["global_step"] == 3
+    assert after["bertlite"]["model_config"] == before["bertlite"]["model_config"]
+    assert after["bertlite"]["tokenizer"] == before["bertlite"]["tokenizer"]
+    for name, weight in before["state_dict"].items():
+        torch.testing.assert_close(after["state_dict"][name], weight, rtol=0, atol=0, msg=name)
+
+    both = run_cli("bertlite.pretrain", *TINY_RUN, "data=text_files", f"data.train_files={tiny_corpus}",
+                   f"init_from={source}", f"ckpt_path={source}", f"hydra.run.dir={tmp_path / 'both'}")
+    assert both.returncode != 0 and "not both" in both.stderr
+
 def test_loss_falls(pretrain_run):
     losses = [v for _, v in logged(pretrain_run, "train/loss")]
     assert sum(losses[-5:]) / 5 < losses[0] - 0.3, losses

@@ -41,12 +41,13 @@ def compose_resolved(config_name: str, overrides: list[str]):
     return cfg, container
 
 
-PRETRAIN_DATA = {"python_docs", "gutenberg", "wikitext2", "text_files", "hub"}
+def is_pretraining_data(option: str) -> bool:
+    return "_pretraining" in (Path(CONFIG_DIR) / "data" / f"{option}.yaml").read_text()
 
 
 def primary_for(group: str, option: str) -> str:
     """Each option composes under the entry point it belongs to."""
-    if group == "data" and option not in PRETRAIN_DATA or group == "task" and option == "classification" \
+    if group == "data" and not is_pretraining_data(option) or group == "task" and option == "classification" \
             or group in ("callbacks", "schedule") and option.startswith("finetune"):
         return "finetune"
     return "pretrain"

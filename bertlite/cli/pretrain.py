@@ -5,6 +5,7 @@
     bertlite-pretrain experiment=gutenberg_mini         # the 15-minute CPU recipe
     bertlite-pretrain model=gpt-mini task=clm data=gutenberg
     bertlite-pretrain model=transformer-mini task=seq2seq data=gutenberg
+    bertlite-pretrain data=imdb_text init_from=<run>/checkpoints/last.ckpt   # continue on another corpus
     python -m bertlite.pretrain trainer=ddp trainer.devices=4
 """
 
@@ -49,23 +50,35 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
         fits = next((n for n, t in PRETRAINING_TASKS.items() if t.arch == cfg.model.arch), "?")
         raise ConfigError(f"task={task_cls.task_name} trains {task_cls.arch} models but the model is a "
                           f"{cfg.model.arch}; use task={fits} (or a {task_cls.arch}-* model)")
+    init_from = cfg.get("init_from")
+    if init_from and ckpt_path:
+        raise ConfigError("give either ckpt_path (resume a run: its optimizer, schedule and step count) or "
+                          "init_from (start a new run from a checkpoint's weights), not both")
     datamodule = instantiate(cfg.data, objective=task_cls.task_name)
-    # a resumed run keeps its vocabulary: the tokenizer comes from the checkpoint
-    checkpoint = read_checkpoint(ckpt_path, expect_task=task_cls.task_name) if ckpt_path else None
+    # a resumed or continued run keeps its vocabulary: the tokenizer comes from the checkpoint
+    source = ckpt_path or init_from
+    checkpoint = read_checkpoint(source, expect_task=task_cls.task_name) if source else None
     datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
                                                checkpoint=checkpoint))
     if checkpoint is not None:
-        check_vocabulary(datamodule.tokenizer, checkpoint, ckpt_path)
-    del checkpoint
+        check_vocabulary(datamodule.tokenizer, checkpoint, source)
     tokenizer = datamodule.tokenizer
 
-    model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
-    model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
+    if init_from:  # the architecture is the checkpoint's; model= overrides are not used
+        model_config = dict(checkpoint["bertlite"]["model_config"])
+        log.info("Starting from the weights of %s (model= is ignored: the architecture is the checkpoint's)",
+                 init_from)
+    else:
+        model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+        model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
     if cfg.data.max_seq_len > model_config["max_seq_len"]:
         raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds model.max_seq_len="
                           f"{model_config['max_seq_len']}; lower the first or raise the second")
     task = instantiate(cfg.task, model=model_config, _convert_="all")
     task.tokenizer_json = tokenizer.to_str()
+    if init_from:
+        task.load_state_dict(checkpoint["state_dict"])
+    del checkpoint
     n_params = sum(p.numel() for p in task.model.parameters())
     log.info("Model %s: %.2fM parameters (embeddings included)", cfg.model.get("arch", "bert"), n_params / 1e6)
 
