@@ -12,6 +12,15 @@ import pytest
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# pytest-xdist (-n auto, pyproject.toml) runs one worker per core: each worker, and every process it starts, gets
+# its share of the cores, as more OpenMP threads than cores make every test slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)  # inherited by the CLI runs (run_cli)
+    torch.set_num_threads(_threads)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -10,7 +10,8 @@ import torch
 
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs them all: each opens a gloo rendezvous on a free port
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 
 
 def train(mode: str, batch_per_process: int, out) -> dict:
