@@ -30,8 +30,8 @@ def read_sst2(path: Path) -> tuple[list[str], torch.Tensor]:
 @torch.inference_mode()
 def features(predictor, encoder: torch.nn.Module, texts: list[str]) -> dict[str, torch.Tensor]:
     """{"embeddings": (N, C), "last layer": (N, C)}: token averages, padding excluded."""
-    out = {"embeddings": torch.empty(len(texts), predictor.config.d_model), "last layer": None}
-    out["last layer"] = torch.empty_like(out["embeddings"])
+    shape = (len(texts), predictor.config.d_model)
+    out = {"embeddings": torch.empty(shape), "last layer": torch.empty(shape)}
     for idx, batch in predictor.batches(texts, None, 128):
         ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
         embedded = encoder.embeddings(ids, types)  # (B, T, C)
@@ -70,7 +70,7 @@ def main() -> None:
     train_texts, train_labels = [texts[i] for i in chosen], labels[chosen]
     dev_texts, dev_labels = read_sst2(args.data_dir / "glue_sst2" / "dev.tsv")
 
-    print(f"| encoder | SST-2 dev acc, probe on mean input embeddings | on the mean last layer |")
+    print("| encoder | SST-2 dev acc, probe on mean input embeddings | on the mean last layer |")
     print("|---|---:|---:|")
     for i, path in enumerate(args.checkpoints):
         predictor = bertlite.load(path, device="cpu")

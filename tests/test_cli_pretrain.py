@@ -67,7 +67,6 @@ def test_checkpoint_is_self_contained_and_reloads_with_identical_outputs(pretrai
     assert dataclasses.asdict(task.model_config) == meta["model_config"]
 
 
-
 def test_init_from_starts_a_new_run_from_the_checkpoints_weights(pretrain_run, tiny_corpus, tmp_path):
     """Continued (domain-adaptive) pretraining: the weights, architecture and tokenizer come from the checkpoint;
     the step count, optimizer and schedule start afresh. With lr 0 the weights must come out unchanged."""
@@ -88,6 +87,7 @@ def test_init_from_starts_a_new_run_from_the_checkpoints_weights(pretrain_run, t
     both = run_cli("bertlite.pretrain", *TINY_RUN, "data=text_files", f"data.train_files={tiny_corpus}",
                    f"init_from={source}", f"ckpt_path={source}", f"hydra.run.dir={tmp_path / 'both'}")
     assert both.returncode != 0 and "not both" in both.stderr
+
 
 def test_loss_falls(pretrain_run):
     losses = [v for _, v in logged(pretrain_run, "train/loss")]

@@ -46,11 +46,12 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     from bertlite.tasks import PRETRAINING_TASKS
 
     task_cls = get_class(cfg.task._target_)
-    if cfg.model.arch != task_cls.arch:
+    init_from = cfg.get("init_from")
+    # with init_from the model is the checkpoint's, and read_checkpoint checks that its task is this one
+    if not init_from and cfg.model.arch != task_cls.arch:
         fits = next((n for n, t in PRETRAINING_TASKS.items() if t.arch == cfg.model.arch), "?")
         raise ConfigError(f"task={task_cls.task_name} trains {task_cls.arch} models but the model is a "
                           f"{cfg.model.arch}; use task={fits} (or a {task_cls.arch}-* model)")
-    init_from = cfg.get("init_from")
     if init_from and ckpt_path:
         raise ConfigError("give either ckpt_path (resume a run: its optimizer, schedule and step count) or "
                           "init_from (start a new run from a checkpoint's weights), not both")
@@ -80,7 +81,7 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
         task.load_state_dict(checkpoint["state_dict"])
     del checkpoint
     n_params = sum(p.numel() for p in task.model.parameters())
-    log.info("Model %s: %.2fM parameters (embeddings included)", cfg.model.get("arch", "bert"), n_params / 1e6)
+    log.info("Model %s: %.2fM parameters (embeddings included)", model_config["arch"], n_params / 1e6)
 
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                                      logger=instantiate_group(cfg.get("logger")) or False)
