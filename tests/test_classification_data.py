@@ -117,3 +117,11 @@ def test_shipped_data_configs_read_the_real_files(name):
     assert first[dm.text_column] and not first[dm.text_column].startswith("\ufeff")
     if dm.text_pair_column:
         assert first[dm.text_pair_column]
+
+
+def test_empty_label_cell_in_a_numeric_column_is_an_error(tmp_path, tokenizer):
+    """pandas reads an empty cell of an integer column as NaN (and the column as float): no silent 'nan' class."""
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\n" + "".join(f"the value was valid,{i % 2}\n" for i in range(10)) + "the name,\n")
+    with pytest.raises(DataError, match="rows without a label"):
+        ClassificationDataModule(tokenizer, train_file=str(path)).find_label_names()

@@ -191,3 +191,39 @@ def test_corrupt_tokenizer_json_raises_config_error(tmp_path):
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigError, match="cannot read"):
         load_tokenizer(bad)
+
+
+def _padded_hub_style(tokenizer, tmp_path):
+    """A tokenizer.json as released on the hub: truncation and fixed-length padding enabled in the file."""
+    from tokenizers import Tokenizer
+
+    hub = Tokenizer.from_str(tokenizer.to_str())
+    hub.enable_truncation(8)
+    hub.enable_padding(length=16, pad_id=special_ids(hub)["pad"], pad_token="[PAD]")
+    path = tmp_path / "tokenizer.json"
+    hub.save(str(path))
+    return path
+
+
+def test_loaded_tokenizer_neither_pads_nor_truncates(tmp_path, tokenizer, corpus):
+    """Issue 14.2: a tokenizer.json that enables padding and truncation gave 16 ids, 8 of them [PAD]."""
+    path = _padded_hub_style(tokenizer, tmp_path)
+    text = " ".join(["the"] * 15)
+    pad = special_ids(tokenizer)["pad"]
+    for loaded in (load_tokenizer(path), tokenizer_from_json(path.read_text())):
+        ids = loaded.encode(text).ids
+        assert len(ids) == 17 and pad not in ids  # [CLS] + 15 words + [SEP]
+        assert loaded.padding is None and loaded.truncation is None
+
+
+def test_pretraining_stream_from_a_padded_tokenizer_file_has_no_padding(tmp_path, tokenizer, corpus):
+    import datasets
+
+    from bertlite.data.pretraining import tokenize_and_pack
+
+    loaded = load_tokenizer(_padded_hub_style(tokenizer, tmp_path))
+    docs = datasets.Dataset.from_dict({"text": [" ".join(corpus[i:i + 5]) for i in range(0, 200, 5)]})
+    blocks = tokenize_and_pack(docs, loaded, "text", 32)["input_ids"]
+    stream = [i for block in blocks for i in block[1:]]
+    assert special_ids(tokenizer)["pad"] not in stream
+    assert len(stream) > 40 * 17  # documents are not cut to the file's 8 tokens

@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 
 import datasets
 import lightning as L
+from datasets.fingerprint import Hasher
 import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Sampler
@@ -37,6 +38,15 @@ def truncating(tokenizer: Tokenizer, max_seq_len: int) -> Tokenizer:
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list:
     inputs = list(texts) if pairs is None else list(zip(texts, pairs))
     return tokenizer.encode_batch(inputs)
+
+
+def encoded_features(has_labels: bool) -> datasets.Features:
+    """The column types of a tokenized split."""
+    features = {"input_ids": datasets.Sequence(datasets.Value("int32")),
+                "token_type_ids": datasets.Sequence(datasets.Value("int8")), "length": datasets.Value("int32")}
+    if has_labels:
+        features["label"] = datasets.Value("int64")
+    return datasets.Features(features)
 
 
 def pad_batch(rows: list[dict], pad_id: int, multiple_of: int = 1) -> dict[str, torch.Tensor]:
@@ -201,12 +211,13 @@ class ClassificationDataModule(L.LightningDataModule):
         """Sorted label values of the training split, as strings (integers sorted numerically)."""
         if self.label_names is None:
             values = set(self.load_raw()["train"][self.label_column])
-            if None in values:
+            if None in values or any(v != v for v in values):  # None, or NaN: an empty cell in a numeric column
                 raise DataError(f"the training data has rows without a label in column {self.label_column!r}")
             if len(values) < 2:
                 raise DataError(f"the training data has only the label(s) {sorted(map(str, values))}; "
                                 "classification needs at least two")
-            ordered = sorted(values) if all(isinstance(v, (int, bool)) for v in values) else sorted(map(str, values))
+            numeric = all(isinstance(v, (int, float, bool)) for v in values)
+            ordered = sorted(values) if numeric else sorted(map(str, values))
             self.label_names = [str(v) for v in ordered]
         return self.label_names
 
@@ -232,8 +243,14 @@ class ClassificationDataModule(L.LightningDataModule):
                 if unseen:
                     raise DataError(f"the {split} split has labels never seen in training: {unseen[:10]}; "
                                     f"training labels are {names}")
+            # features given explicitly: an encoded ``label`` would otherwise keep the type of a source column of
+            # the same name (string labels in a column named "label")
+            # the cache key, from what the encoding depends on (datasets would hash the whole closure, slowly)
+            fingerprint = Hasher.hash((ds._fingerprint, tokenizer.to_str(), label_ids if has_labels else None,
+                                       self.text_column, self.text_pair_column, self.label_column))
             self.datasets[split] = ds.map(self._encoder(tokenizer, label_ids if has_labels else None), batched=True,
-                                          remove_columns=ds.column_names, desc=f"tokenizing {split}")
+                                          remove_columns=ds.column_names, features=encoded_features(has_labels),
+                                          new_fingerprint=fingerprint, desc=f"tokenizing {split}")
         # Rows whose text is empty teach nothing: skipped in training, kept (and scored) in evaluation.
         train = self.datasets["train"]
         self.datasets["train"] = train.filter(lambda n: [x > 2 for x in n], input_columns="length", batched=True)

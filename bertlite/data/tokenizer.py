@@ -77,7 +77,7 @@ def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
                           "or leave tokenizer.path unset to train one from the corpus")
     try:
         if path.suffix == ".json":
-            return Tokenizer.from_file(str(path))
+            return unpadded(Tokenizer.from_file(str(path)), str(path))
         vocab = WordPiece.read_file(str(path))
         return _add_bert_template(_bert_pipeline(WordPiece(vocab, unk_token=UNK), lowercase))
     except ConfigError:
@@ -86,8 +86,20 @@ def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
         raise ConfigError(f"cannot read tokenizer {path}: {exc}") from exc
 
 
+def unpadded(tokenizer: Tokenizer, source: str = "the tokenizer") -> Tokenizer:
+    """The tokenizer with padding and truncation turned off. Released tokenizer.json files often enable both
+    (``max_length 128``, ``Fixed 128``); bertlite truncates and pads per task itself (packed pretraining blocks
+    hold no padding at all), so a file's own settings would cut documents and write [PAD] into the stream."""
+    if tokenizer.padding is not None or tokenizer.truncation is not None:
+        log.info("%s enables padding %s / truncation %s; turned off (bertlite pads and truncates per task)",
+                 source, tokenizer.padding, tokenizer.truncation)
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+    return tokenizer
+
+
 def tokenizer_from_json(text: str) -> Tokenizer:
-    return Tokenizer.from_str(text)
+    return unpadded(Tokenizer.from_str(text), "the checkpoint's tokenizer")
 
 
 def get_or_train_tokenizer(path: str | Path | None, output_file: Path, texts: Iterable[str],

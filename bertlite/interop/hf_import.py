@@ -73,7 +73,7 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
 def read_hf_tokenizer(folder: Path) -> Tokenizer:
     """tokenizer.json if the folder has one, else vocab.txt with tokenizer_config.json's do_lower_case."""
     if (folder / "tokenizer.json").is_file():
-        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+        return load_tokenizer(folder / "tokenizer.json")
     if (folder / "vocab.txt").is_file():
         tok_config = folder / "tokenizer_config.json"
         lowercase = json.loads(tok_config.read_text()).get("do_lower_case", True) if tok_config.is_file() else True
