@@ -8,7 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+import lightning as L
+
+from bertlite.errors import ConfigError
 from bertlite.models import BertForMaskedLM, preset
+from bertlite.tasks.base import BertliteTask
 from bertlite.tasks.optim import build_adamw, parameter_groups, warmup_decay
 
 
@@ -122,3 +126,72 @@ def test_unknown_schedule_raises_after_warmup():
 def test_unknown_schedule_raises_during_warmup():
     with pytest.raises(ValueError):
         warmup_decay(0, 10, 110, "cosin")
+
+
+# --- the schedule across a resume (issue 14.3) and a run without an end (issue 14.6) --------------------------
+class _LinearTask(BertliteTask):
+    """A BertliteTask over a one-layer regression: the optimizer, schedule and checkpoints are the real ones."""
+
+    def build_model(self, config):
+        return torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.model(x), y)
+
+
+class _RecordLR(L.Callback):
+    """The learning rate of each step; stops the run after step ``stop_at`` (an interruption)."""
+
+    def __init__(self, stop_at: int | None = None):
+        self.lrs: dict[int, float] = {}
+        self.stop_at = stop_at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        trainer.should_stop = trainer.global_step == self.stop_at
+
+
+def _fit(tmp_path, max_steps: int, ckpt_path=None, stop_at=None, **task_kwargs) -> tuple[dict, L.Trainer]:
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
+    task = _LinearTask({"arch": "bert"}, lr=0.1, warmup_steps=2, **task_kwargs)
+    record = _RecordLR(stop_at)
+    trainer = L.Trainer(max_steps=max_steps, max_epochs=-1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[record],
+                        default_root_dir=tmp_path)
+    trainer.fit(task, torch.utils.data.DataLoader(data, batch_size=8), ckpt_path=ckpt_path)
+    return record.lrs, trainer
+
+
+def test_resume_continues_the_checkpoints_schedule(tmp_path):
+    whole, _ = _fit(tmp_path, 12)
+    _, first = _fit(tmp_path, 6)  # a run that ends at step 6 ...
+    first.save_checkpoint(tmp_path / "six.ckpt")
+    with pytest.raises(ConfigError, match=r"schedule ends at step 6 but this run ends at step 12.*extend_schedule"):
+        _fit(tmp_path, 12, ckpt_path=tmp_path / "six.ckpt")  # ... resumed to 12: no silent jump of the rate
+
+    _, interrupted = _fit(tmp_path, 12, stop_at=5)
+    interrupted.save_checkpoint(tmp_path / "five.ckpt")  # the schedule's total travels in the checkpoint
+    state = torch.load(tmp_path / "five.ckpt", weights_only=False)["lr_schedulers"][0]["lr_lambdas"][0]
+    assert state["total_steps"] == 12 and state["warmup_steps"] == 2
+    resumed, _ = _fit(tmp_path, 12, ckpt_path=tmp_path / "five.ckpt")
+    assert resumed == {s: lr for s, lr in whole.items() if s >= 5}
+
+
+def test_extend_schedule_rewarms_then_decays_to_the_new_end(tmp_path):
+    lrs, first = _fit(tmp_path, 6)
+    assert lrs[5] == pytest.approx(0.1 * 1 / 4)  # linear decay: step 5 of 6 after a 2-step warm-up
+    first.save_checkpoint(tmp_path / "six.ckpt")
+    extended, _ = _fit(tmp_path, 16, ckpt_path=tmp_path / "six.ckpt", extend_schedule=True)
+    assert sorted(extended) == list(range(6, 16))
+    # warm-up over 2 steps again from step 6, to the peak lr 0.1, then linear decay to zero at step 16
+    assert [round(extended[s], 6) for s in (6, 7, 8, 15)] == [0.05, 0.1, 0.1, round(0.1 * 1 / 8, 6)]
+    assert all(extended[s] > extended[s + 1] for s in range(8, 15))
+
+
+def test_a_run_without_an_end_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"no end \(trainer.max_steps=-1 and trainer.max_epochs=-1\)"):
+        _fit(tmp_path, -1)

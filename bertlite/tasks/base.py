@@ -4,6 +4,9 @@ AdamW with a warm-up/decay schedule, throughput counting, and self-contained che
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
+import sys
 from typing import Any
 
 import lightning as L
@@ -12,7 +15,9 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from bertlite.errors import ConfigError
 from bertlite.models.config import config_from_dict
-from bertlite.tasks.optim import SCHEDULES, build_adamw, parameter_groups, warmup_decay
+from bertlite.tasks.optim import SCHEDULES, WarmupDecay, build_adamw, parameter_groups
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = "bertlite"  # the section of a checkpoint that makes it self-contained
 FORMAT_VERSION = 1
@@ -35,6 +40,7 @@ class BertliteTask(L.LightningModule):
         schedule: str = "linear",
         min_lr_ratio: float = 0.0,
         compile: bool = False,
+        extend_schedule: bool = False,
     ):
         super().__init__()
         if schedule not in SCHEDULES:
@@ -53,11 +59,47 @@ class BertliteTask(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = build_adamw(self.parameter_groups(), hp.lr, hp.betas, hp.eps)
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = hp.warmup_steps if hp.warmup_steps is not None else int(hp.warmup_ratio * total)
-        warmup = max(1, warmup)
-        scheduler = LambdaLR(optimizer, lambda step: warmup_decay(step, warmup, total, hp.schedule, hp.min_lr_ratio))
+        scheduler = LambdaLR(optimizer, self.schedule(start_step=0))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
+
+    def total_steps(self) -> int:
+        """Optimizer steps in this run, which the learning-rate schedule decays over."""
+        total = self.trainer.estimated_stepping_batches
+        if math.isinf(total):
+            if self.hparams.schedule == "constant" and self.hparams.warmup_steps is not None:
+                return sys.maxsize  # a constant rate after a fixed warm-up needs no end
+            raise ConfigError("the run has no end (trainer.max_steps=-1 and trainer.max_epochs=-1) but the "
+                              "learning-rate schedule decays to the end of the run: set trainer.max_steps=N "
+                              "or trainer.max_epochs=N")
+        return int(total)
+
+    def schedule(self, start_step: int) -> WarmupDecay:
+        """Warm-up then decay from ``start_step`` to the end of this run."""
+        hp, total = self.hparams, self.total_steps()
+        warmup = hp.warmup_steps if hp.warmup_steps is not None else int(hp.warmup_ratio * (total - start_step))
+        return WarmupDecay(warmup, total, hp.schedule, hp.min_lr_ratio, start_step)
+
+    def on_train_start(self) -> None:
+        """A resumed run continues its checkpoint's schedule (restored with the scheduler's state). When this run
+        ends elsewhere (trainer.max_steps raised to train longer, say), that schedule would end early or late:
+        refuse, unless ``extend_schedule`` asks for a new warm-up to the peak rate and a decay to the new end."""
+        scheduler = self.lr_schedulers()
+        if not isinstance(scheduler, LambdaLR) or not isinstance(scheduler.lr_lambdas[0], WarmupDecay):
+            return
+        restored, total, step = scheduler.lr_lambdas[0], self.total_steps(), self.trainer.global_step
+        if restored.total_steps == total:
+            return
+        if not self.hparams.extend_schedule:
+            raise ConfigError(
+                f"the checkpoint's learning-rate schedule ends at step {restored.total_steps} but this run ends at "
+                f"step {total} (trainer.max_steps, max_epochs or the batch size changed). A resume continues the "
+                "checkpoint's schedule: restore the original setting, or add task.extend_schedule=true to warm up "
+                f"again to task.lr from step {step} and decay to step {total}")
+        extension = self.schedule(start_step=step)
+        scheduler.lr_lambdas = [extension] * len(scheduler.lr_lambdas)
+        for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base_lr * extension(scheduler.last_epoch)
+        log.info("Extending the schedule: %r (was %r)", extension, restored)
 
     def parameter_groups(self) -> list[dict]:
         return parameter_groups(self.model, self.hparams.weight_decay, self.hparams.lr)

@@ -82,3 +82,26 @@ def warmup_decay(step: int, warmup_steps: int, total_steps: int, schedule: str =
     else:  # cosine
         decay = 0.5 * (1.0 + math.cos(math.pi * progress))
     return min_lr_ratio + (1.0 - min_lr_ratio) * decay
+
+
+class WarmupDecay:
+    """The multiplier ``warmup_decay`` as a ``LambdaLR`` schedule. A callable object, not a lambda: LambdaLR saves
+    an object's fields in its ``state_dict``, so a checkpoint carries its schedule (warm-up, total, shape) and a
+    resumed run continues that schedule exactly, whatever the new run's total. ``start_step`` > 0 starts a new
+    warm-up and decay at that step (extending a finished run)."""
+
+    def __init__(self, warmup_steps: int, total_steps: int, schedule: str = "linear", min_lr_ratio: float = 0.0,
+                 start_step: int = 0):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        self.warmup_steps, self.total_steps, self.schedule = max(1, warmup_steps), total_steps, schedule
+        self.min_lr_ratio, self.start_step = min_lr_ratio, start_step
+
+    def __call__(self, step: int) -> float:
+        return warmup_decay(step - self.start_step, self.warmup_steps, self.total_steps - self.start_step,
+                            self.schedule, self.min_lr_ratio)
+
+    def __repr__(self) -> str:
+        return (f"WarmupDecay(warmup {self.warmup_steps}, {self.schedule} to step {self.total_steps}, "
+                f"from step {self.start_step})")
+
