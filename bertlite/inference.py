@@ -62,7 +62,12 @@ class Predictor:
             raise CheckpointError(f"the checkpoint's weights do not fit its own config: {str(exc)[:300]}") from exc
         self.model.to(self.device).eval()
         self.pad_id = special_ids(self.tokenizer)["pad"]
-        self.max_seq_len = meta.get("max_seq_len", self.config.max_seq_len)
+        # learned position vectors are trained only up to the longest input training saw (checkpoints record it;
+        # older ones and HF imports do not): inputs are limited to it. ALiBi and sinusoidal positions are not.
+        self.max_positions = self.config.max_seq_len
+        if self.config.position == "learned" and meta.get("trained_seq_len"):
+            self.max_positions = min(self.max_positions, meta["trained_seq_len"])
+        self.max_seq_len = min(meta.get("max_seq_len", self.max_positions), self.max_positions)  # texts truncated
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -120,7 +125,10 @@ class MaskedLM(Predictor):
         when there are several)."""
         mask_id = self.tokenizer.token_to_id(MASK)
         encoding = self.tokenizer.encode(text)
-        ids = torch.tensor([encoding.ids[: self.config.max_seq_len]], device=self.device)
+        if len(encoding.ids) > self.max_positions:
+            raise BertliteError(f"the text has {len(encoding.ids)} tokens; the model was trained on at most "
+                                f"{self.max_positions}: shorten it around the {MASK}")
+        ids = torch.tensor([encoding.ids], device=self.device)
         positions = (ids[0] == mask_id).nonzero().flatten()
         if len(positions) == 0:
             raise BertliteError(f"no {MASK} token in the text: {text!r}")
@@ -149,19 +157,21 @@ class TextGenerator(Predictor):
     @torch.inference_mode()
     def generate(self, prompt: str, max_new_tokens: int = 40, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, greedy: bool = False, use_cache: bool = True,
-                 seed: int | None = None) -> str:
-        """The generated text. GPT: the prompt and its continuation; encoder-decoder: the decoder's output."""
+                 seed: int | None = None, stop_at_sep: bool = True) -> str:
+        """The generated text. GPT: the prompt and its continuation; encoder-decoder: the decoder's output.
+        Every training document ended with [SEP], so generation stops there (``stop_at_sep=False`` goes on into
+        new documents, up to ``max_new_tokens``)."""
         ids = special_ids(self.tokenizer)
         generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
         options = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, use_cache=use_cache,
-                       eos_id=None, generator=generator)
+                       eos_id=ids["sep"] if stop_at_sep else None, generator=generator)
         if self.config.arch == "gpt":
             prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
             tokens = torch.tensor([[ids["cls"], *prompt_ids]], device=self.device)  # [CLS] began every block
-            out = self.model.generate(tokens, max_new_tokens, **options)
+            out = self.model.generate(tokens, max_new_tokens, max_len=self.max_positions, **options)
         else:
-            src = torch.tensor([self.tokenizer.encode(prompt).ids[: self.config.max_seq_len]], device=self.device)
-            out = self.model.generate(src, ids["cls"], max_new_tokens, **options)
+            src = torch.tensor([self.tokenizer.encode(prompt).ids[: self.max_positions]], device=self.device)
+            out = self.model.generate(src, ids["cls"], max_new_tokens, max_len=self.max_positions, **options)
         return self.tokenizer.decode(out[0].tolist())
 
 

@@ -11,7 +11,7 @@ import torch
 import bertlite
 from bertlite.errors import BertliteError, CheckpointError
 from bertlite.inference import Classifier, MaskedLM
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -142,3 +142,44 @@ def test_predict_empty_and_very_long_texts(finetune_run, tmp_path):
     result = run_cli("bertlite.predict", f"checkpoint={ckpt}", "text=")
     assert result.returncode == 2 and "empty text" in result.stderr and "Traceback" not in result.stderr
     assert torch.allclose(clf.predict_proba([long_text]), clf.predict_proba([long_text[:400]]), atol=1e-5)
+
+
+def test_readme_csv_example_with_string_labels_in_a_label_column(tmp_path):
+    """Issue 14.1: the commonest file (text,label with string labels) crashed at the first batch. The README's
+    command as written, with only a smaller model and fewer steps appended."""
+    import random
+
+    readme = (REPO / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("bertlite-finetune data=csv data.train_file=train.csv"))
+    args = line.split("#")[0].split()[1:]
+    rng = random.Random(0)
+    for name, n in (("train.csv", 120), ("dev.csv", 30)):
+        with open(tmp_path / name, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            for _ in range(n):
+                label = rng.choice(["positive", "negative"])
+                word = rng.choice(["valid", "correct"] if label == "positive" else ["invalid", "wrong"])
+                writer.writerow([f"the value was {word} .", label])
+    result = run_cli("bertlite.finetune", *args, "model=bert-tiny", "model.d_model=64", "model.n_heads=2",
+                     "model.d_ff=128", "tokenizer.vocab_size=200", "data.max_seq_len=32", "trainer.max_epochs=2",
+                     "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["labels"] == ["negative", "positive"]
+    assert bertlite.load(tmp_path / "run" / "checkpoints" / "best.ckpt").predict(["the value was valid ."])[0] in \
+        report["labels"]
+
+
+def test_positions_past_the_pretrained_length_are_one_clear_error(pretrain_run, sentiment_csv, tmp_path):
+    """Issue 14.4: the checkpoint records how far pretraining trained its learned positions; fine-tuning past it
+    is refused rather than run on random position vectors."""
+    saved = torch.load(pretrain_run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["bertlite"]["trained_seq_len"] == 32
+    saved["bertlite"]["trained_seq_len"] = 16  # as if pretrained on 16-token blocks with 32 position rows
+    short = tmp_path / "short.ckpt"
+    torch.save(saved, short)
+    result = run_cli("bertlite.finetune", *TINY_FINETUNE, f"data.train_file={sentiment_csv[0]}", f"pretrained={short}",
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "data.max_seq_len=32 goes past the 16 positions" in result.stderr and "data.max_seq_len=16" in result.stderr

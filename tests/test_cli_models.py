@@ -70,12 +70,13 @@ def test_attention_png(model_run, tmp_path):
     assert out.stat().st_size > 5000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_attention_png_for_bert(pretrain_run, tmp_path):
-    out = tmp_path / "bert_attention.png"
+def test_attention_png_for_bert_goes_to_the_run_directory(pretrain_run, tmp_path):
+    """Issue 14.6: by default the picture is in the run directory, not the working directory."""
     result = run_cli("bertlite.cli.attention", f"checkpoint={pretrain_run / 'checkpoints' / 'last.ckpt'}",
-                     "text=The animal didn't cross the street", f"output={out}")
+                     "text=The animal didn't cross the street", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "run" / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "attention.png").exists()
 
 
 def test_model_and_task_must_match(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -15,6 +16,7 @@ log = logging.getLogger("bertlite.attention")
 
 def draw(cfg: DictConfig):
     import torch
+    from hydra.core.hydra_config import HydraConfig
 
     from bertlite.attention_maps import attention_maps, plot_attention
     from bertlite.inference import load
@@ -22,7 +24,7 @@ def draw(cfg: DictConfig):
     predictor = load(cfg.checkpoint, device=cfg.device)
     model, tokenizer, arch = predictor.model, predictor.tokenizer, predictor.config.arch
     encoding = tokenizer.encode(cfg.text)
-    ids = torch.tensor([encoding.ids[: predictor.config.max_seq_len]], device=predictor.device)
+    ids = torch.tensor([encoding.ids[: predictor.max_positions]], device=predictor.device)
     tokens = tokenizer.encode(cfg.text).tokens[: ids.size(1)]
     if arch == "transformer" and predictor.meta["task"] == "seq2seq":
         run = lambda: model(ids, ids)  # noqa: E731  the decoder reads the same text (teacher forcing)
@@ -30,7 +32,8 @@ def draw(cfg: DictConfig):
         run = lambda: model(ids)  # noqa: E731
     maps = attention_maps(model, run)
     title = f"{arch} ({predictor.meta['task']}): {cfg.text[:80]}"
-    path = plot_attention(maps, tokens, tokens, cfg.output, title)
+    output = cfg.output or Path(HydraConfig.get().runtime.output_dir) / "attention.png"
+    path = plot_attention(maps, tokens, tokens, output, title)
     log.info("Wrote %s: %d attention layers x %d heads", path, len(maps), maps[0][1].size(0))
     return path
 

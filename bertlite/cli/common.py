@@ -135,6 +135,24 @@ def check_vocabulary(tokenizer, checkpoint: dict, checkpoint_path: str, option: 
                           "checkpoint's own tokenizer")
 
 
+def overridden(key: str) -> bool:
+    """Whether the command line sets ``key`` (``key=...``, ``+key=...`` or ``++key=...``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
+
+
+def fit_learned_positions(model_config: dict, data_max_seq_len: int) -> None:
+    """Learned position vectors are trained only as far as the data's blocks reach: model.max_seq_len defaults
+    to data.max_seq_len for them (rows beyond it would stay random). An explicit model.max_seq_len is kept;
+    ALiBi and sinusoidal positions need no training and keep theirs."""
+    if (model_config.get("position") == "learned" and model_config["max_seq_len"] > data_max_seq_len
+            and not overridden("model.max_seq_len")):
+        log.info("Learned positions: model.max_seq_len=%d, the data's block length (was %d)", data_max_seq_len,
+                 model_config["max_seq_len"])
+        model_config["max_seq_len"] = data_max_seq_len
+
+
 def fit(trainer, task, datamodule, ckpt_path: str | None) -> None:
     """trainer.fit, then save the final state as checkpoints/last.ckpt: Lightning's own ``last`` is written
     only at validation, and training may end between two validations."""

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bertlite.atomic import write_text_atomically
 from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, check_vocabulary,
-                                 exit_on_user_error, fit, instantiate_group, is_rank_zero, prepare_tokenizer,
+                                 exit_on_user_error, fit, fit_learned_positions, instantiate_group, is_rank_zero, prepare_tokenizer,
                                  register_model_presets, resolve_ckpt_path, save_resolved_config)
 from bertlite.errors import ConfigError
 
@@ -59,11 +59,17 @@ def finetune(cfg: DictConfig) -> dict:
     else:
         model_config = OmegaConf.to_container(cfg.model, resolve=True)
         model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
+        fit_learned_positions(model_config, cfg.data.max_seq_len)
     model_config.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
     model_config = dataclasses.asdict(config_from_dict(model_config))  # validates the fields
     if cfg.data.max_seq_len > model_config["max_seq_len"]:
         raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds the model's max_seq_len="
                           f"{model_config['max_seq_len']}")
+    trained_seq_len = pretrained["bertlite"].get("trained_seq_len") if pretrained is not None else cfg.data.max_seq_len
+    if model_config["position"] == "learned" and trained_seq_len and cfg.data.max_seq_len > trained_seq_len:
+        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} goes past the {trained_seq_len} positions "
+                          f"{cfg.pretrained} was pretrained on: its learned position vectors beyond them are untrained. "
+                          f"Set data.max_seq_len={trained_seq_len} (longer texts are truncated)")
 
     label_names = datamodule.find_label_names()
     cfg.data.metric = resolve_metric(cfg.data.metric, len(label_names))  # callbacks monitor val/<metric>
@@ -74,6 +80,7 @@ def finetune(cfg: DictConfig) -> dict:
     if pretrained is not None:
         task.load_encoder(pretrained["state_dict"])
     task.tokenizer_json = tokenizer.to_str()
+    task.trained_seq_len = trained_seq_len
     log.info("Fine-tuning %s on %d labels %s (metric %s), %s", model_config["arch"], len(label_names), label_names,
              cfg.data.metric, f"from {cfg.pretrained}" if pretrained is not None else "from random initialisation")
 

@@ -17,7 +17,7 @@ def _main(cfg: DictConfig) -> None:
 
     generator = TextGenerator(cfg.checkpoint, device=cfg.device)
     print(generator.generate(cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy,
-                             cfg.use_cache, cfg.seed))
+                             cfg.use_cache, cfg.seed, cfg.stop_at_sep))
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, check_vocabulary,
-                                 exit_on_user_error, fit, instantiate_group, is_rank_zero, prepare_tokenizer,
+                                 exit_on_user_error, fit, fit_learned_positions, instantiate_group, is_rank_zero, prepare_tokenizer,
                                  register_model_presets, resolve_ckpt_path, save_resolved_config)
 from bertlite.errors import ConfigError
 
@@ -72,11 +72,15 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     else:
         model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
         model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
+        fit_learned_positions(model_config, cfg.data.max_seq_len)
     if cfg.data.max_seq_len > model_config["max_seq_len"]:
         raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds model.max_seq_len="
                           f"{model_config['max_seq_len']}; lower the first or raise the second")
     task = instantiate(cfg.task, model=model_config, _convert_="all")
     task.tokenizer_json = tokenizer.to_str()
+    # the longest input the position vectors have been trained on (a continued run's, if it reached further)
+    previous = checkpoint["bertlite"].get("trained_seq_len") if init_from else None
+    task.trained_seq_len = max(cfg.data.max_seq_len, previous or 0)
     if init_from:
         task.load_state_dict(checkpoint["state_dict"])
     del checkpoint

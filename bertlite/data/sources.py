@@ -78,13 +78,15 @@ def load_files(splits: dict[str, list[str]], fmt: str | None = None, **reader_kw
         raise DataError(f"cannot read {fmt} files {all_files}: {type(exc).__name__}: {exc}") from exc
 
 
-def load_hub(path: str, name: str | None = None, **kwargs) -> datasets.DatasetDict:
-    """A data set from the Hugging Face hub (needs internet, or a filled local cache)."""
+def load_hub(path: str, name: str | None = None, local_files: str = "data=text_files data.train_files=<files>",
+             **kwargs) -> datasets.DatasetDict:
+    """A data set from the Hugging Face hub (needs internet, or a filled local cache). ``local_files`` says how
+    to read local files instead (the options differ between pretraining and fine-tuning)."""
     try:
         return datasets.load_dataset(path, name, **kwargs)
     except Exception as exc:
         raise DataError(f"cannot load hub data set {path!r} (name={name!r}): {type(exc).__name__}: {exc}. "
-                        "Without internet, point data.train_files at local files instead") from exc
+                        f"Without internet, use local files instead: {local_files}") from exc
 
 
 def require_column(ds: datasets.Dataset, column: str, option: str) -> None:

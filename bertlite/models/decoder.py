@@ -50,12 +50,14 @@ class GPTForCausalLM(nn.Module):
         """-> logits (B, T, V): at position t, the distribution of token t + 1."""
         return self.lm_head(self.gpt(input_ids, attention_mask, cache, start))
 
-    def generate(self, prompt: Tensor, max_new_tokens: int, **kwargs) -> Tensor:
-        """prompt (B, T0) -> (B, T0 + n): continue the prompt (see bertlite.models.generation.generate)."""
+    def generate(self, prompt: Tensor, max_new_tokens: int, max_len: int | None = None, **kwargs) -> Tensor:
+        """prompt (B, T0) -> (B, T0 + n), T0 + n <= max_len (default: max_seq_len): continue the prompt
+        (see bertlite.models.generation.generate)."""
         def next_logits(tokens: Tensor, cache: list[dict] | None, start: int) -> Tensor:
             return self(tokens, cache=cache, start=start)[:, -1]
 
-        return generate(next_logits, prompt, max_new_tokens, self.gpt.new_cache, self.config.max_seq_len, **kwargs)
+        return generate(next_logits, prompt, max_new_tokens, self.gpt.new_cache, max_len or self.config.max_seq_len,
+                        **kwargs)
 
     def loss(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Mean next-token cross-entropy over the block, and the logits it came from."""

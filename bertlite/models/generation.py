@@ -11,8 +11,20 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from bertlite.errors import ConfigError
+
 # next_logits(tokens (B, T), cache or None, start) -> logits (B, V) for the token after the last one
 NextLogits = Callable[[Tensor, "list[dict] | None", int], Tensor]
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Refuse settings that would silently sample otherwise than asked (top_p=0 once turned nucleus sampling off)."""
+    if temperature < 0:
+        raise ConfigError(f"temperature={temperature}: use a value >= 0 (0 is greedy decoding)")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k={top_k}: use a whole number >= 1, or null for no top-k filter")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"top_p={top_p}: use a value in (0, 1] (1 keeps every token), or null for no nucleus filter")
 
 
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
@@ -35,6 +47,7 @@ def generate(next_logits: NextLogits, prompt: Tensor, max_new_tokens: int, new_c
              greedy: bool = False, use_cache: bool = True, eos_id: int | None = None,
              generator: torch.Generator | None = None) -> Tensor:
     """prompt (B, T0) -> (B, T0 + n) token ids, n <= max_new_tokens (fewer at max_len or when all hit eos_id)."""
+    check_sampling(temperature, top_k, top_p)
     tokens = prompt
     cache = new_cache() if use_cache else None
     fed = 0  # how many tokens the cache already holds

@@ -63,7 +63,7 @@ class TransformerForSeq2Seq(nn.Module):
         return self.lm_head(self.transformer.decode(tgt_ids, memory, src_mask, tgt_mask))
 
     def generate(self, src_ids: Tensor, bos_id: int, max_new_tokens: int, src_mask: Tensor | None = None,
-                 **kwargs) -> Tensor:
+                 max_len: int | None = None, **kwargs) -> Tensor:
         """src_ids (B, S) -> target ids (B, 1 + n), starting with bos_id. The encoder runs once; the decoder's
         cache keeps its self-attention keys/values and the keys/values of the encoder output."""
         memory = self.transformer.encode(src_ids, src_mask)
@@ -74,7 +74,7 @@ class TransformerForSeq2Seq(nn.Module):
 
         start_tokens = torch.full((src_ids.size(0), 1), bos_id, dtype=torch.long, device=src_ids.device)
         return generate(next_logits, start_tokens, max_new_tokens, self.transformer.new_cache,
-                        self.config.max_seq_len, **kwargs)
+                        max_len or self.config.max_seq_len, **kwargs)
 
     def loss(self, src_ids: Tensor, tgt_ids: Tensor, labels: Tensor, src_mask: Tensor | None = None,
              tgt_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:

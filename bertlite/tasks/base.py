@@ -51,6 +51,7 @@ class BertliteTask(L.LightningModule):
         if compile:
             self.model.compile()
         self.tokenizer_json: str | None = None  # set before training; saved in every checkpoint
+        self.trained_seq_len: int | None = None  # the longest input position training has reached (checkpoints)
 
     def build_model(self, config) -> torch.nn.Module:
         raise NotImplementedError
@@ -111,12 +112,14 @@ class BertliteTask(L.LightningModule):
             "task": self.task_name,
             "model_config": dataclasses.asdict(self.model_config),
             "tokenizer": self.tokenizer_json,
+            "trained_seq_len": self.trained_seq_len,
             **self.extra_checkpoint_metadata(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(CHECKPOINT_KEY, {})
         self.tokenizer_json = meta.get("tokenizer")
+        self.trained_seq_len = meta.get("trained_seq_len") or self.trained_seq_len
 
     def extra_checkpoint_metadata(self) -> dict[str, Any]:
         return {}
