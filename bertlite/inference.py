@@ -9,7 +9,8 @@
     mlm.fill_mask("The capital of France is [MASK].")           # -> [{"token", "score", "sequence"}, ...]
 
 Texts are encoded once, sorted by length, and run in batches padded only to their own longest text,
-under ``torch.inference_mode``.
+under ``torch.inference_mode``. On a GPU the model runs in bf16 where the card multiplies it natively, and
+is compiled with torch.compile (``dtype=`` and ``compile=`` override both).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bertlite.models.config import config_from_dict
 from bertlite.models.encoder import BertEncoder, BertForMaskedLM
 from bertlite.models.heads import pool
 from bertlite.models.registry import PRETRAINING_MODELS, build_classifier
+from bertlite.precision import check_compile, compile_model, resolve_compile, resolve_dtype
 
 
 PAD_TO_MULTIPLE_OF = 8  # as in fine-tuning (conf/data/_classification.yaml): few distinct batch shapes
@@ -44,7 +46,8 @@ class Predictor:
 
     task = ""
 
-    def __init__(self, checkpoint: str | Path | dict[str, Any], device: str | torch.device | None = None):
+    def __init__(self, checkpoint: str | Path | dict[str, Any], device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None, compile: bool | str = "auto"):
         if not isinstance(checkpoint, dict):
             checkpoint = read_checkpoint(checkpoint, expect_task=self.task)
         meta = checkpoint["bertlite"]
@@ -55,12 +58,17 @@ class Predictor:
             raise CheckpointError(f"the checkpoint's tokenizer has {self.tokenizer.get_vocab_size()} tokens but its "
                                   f"model {self.config.vocab_size}: the checkpoint is inconsistent")
         self.device = pick_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.compiled = resolve_compile(compile, self.device)
         self.model = self.build_model()
         try:
             self.model.load_state_dict(model_state(checkpoint))
         except RuntimeError as exc:
             raise CheckpointError(f"the checkpoint's weights do not fit its own config: {str(exc)[:300]}") from exc
-        self.model.to(self.device).eval()
+        # the whole model in one dtype, as Hugging Face runs inference; softmax and the losses work in fp32 anyway
+        self.model.to(self.device, self.dtype).eval()
+        if self.compiled:
+            compile_model(self.model)
         self.pad_id = special_ids(self.tokenizer)["pad"]
         # learned position vectors are trained only up to the longest input training saw (checkpoints record it;
         # older ones and HF imports do not): inputs are limited to it. ALiBi and sinusoidal positions are not.
@@ -198,11 +206,16 @@ PREDICTORS = {"classification": Classifier, "mlm": MaskedLM, "encoder": Encoder,
               "seq2seq": TextGenerator}
 
 
-def load(path: str | Path, device: str | torch.device | None = None) -> Predictor:
+def load(path: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+         compile: bool | str = "auto") -> Predictor:
     """The predictor that fits the checkpoint's task: a Classifier, a MaskedLM, an Encoder or a TextGenerator.
-    ``path`` is a bertlite checkpoint, or ``hf:<folder>`` for a Hugging Face BERT folder."""
+    ``path`` is a bertlite checkpoint, or ``hf:<folder>`` for a Hugging Face BERT folder. ``dtype``: None (bf16 on
+    a GPU that supports it, else fp32), "bf16", "fp32", "fp16" or a torch.dtype; probabilities and embeddings come
+    back in fp32 whatever it is. ``compile``: "auto" (torch.compile on a GPU only), true or false."""
+    resolve_dtype(dtype, pick_device(device))  # a bad value fails before the checkpoint is read
+    check_compile(compile)
     checkpoint = read_checkpoint(path)
     task = checkpoint["bertlite"].get("task")
     if task not in PREDICTORS:
         raise CheckpointError(f"{path} is a {task!r} checkpoint; bertlite.load knows {', '.join(PREDICTORS)}")
-    return PREDICTORS[task](checkpoint, device)
+    return PREDICTORS[task](checkpoint, device, dtype, compile)

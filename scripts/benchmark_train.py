@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 import benchmark_text as text
 from bertlite.data.objectives import CausalLM, MaskedLM
 from bertlite.data.pretraining import PretrainingDataModule
+from bertlite.precision import resolve_compile
 from bertlite.models.flops import training_flops
 from bertlite.tasks.optim import build_adamw, parameter_groups
 
@@ -112,7 +113,7 @@ def mlm_sections(env, tokenizer, Case, run_cases) -> list:
 
         p, d = r["mlm_probability"], r["dropout"]
         factories = {f"bertlite, default recipe (dropout {d}, {p:.0%} masked, logits at masked only)":
-                     bertlite_case(d, p, r["compile"]),
+                     bertlite_case(d, p, resolve_compile(r["compile"], env.device)),  # task.compile's default
                      "bertlite, HF hyperparameters (dropout 0.1, 15% masked)": bertlite_case(0.1, 0.15),
                      "transformers BertForMaskedLM, sdpa (dropout 0.1, 15% masked)": hf_case}
         if args.compile:

@@ -269,3 +269,50 @@ def test_stack_kv_cache_step_by_step_matches_full():
         full2 = stack(x2)
     torch.testing.assert_close(full2[:, :6], full[:, :6], atol=ATOL, rtol=0)
     assert not torch.allclose(full2[:, 6:], full[:, 6:], atol=1e-3)
+
+
+# --- one stacked Q/K/V projection (issue 15) ----------------------------------------------------------------
+def _separate_projections(mha: MultiHeadAttention) -> list[torch.nn.Linear]:
+    """Three nn.Linear holding W^Q, W^K and W^V as the stacked matrix holds them."""
+    d = mha.d_model
+    layers = []
+    for i in range(3):
+        layer = torch.nn.Linear(d, d)
+        layer.weight.data.copy_(mha.qkv_proj.weight[i * d:(i + 1) * d])
+        layer.bias.data.copy_(mha.qkv_proj.bias[i * d:(i + 1) * d])
+        layers.append(layer)
+    return layers
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_stacked_qkv_equals_three_separate_projections(cross):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4).eval()
+    x, context = torch.randn(2, 9, 32), torch.randn(2, 13, 32)
+    mask = torch.ones(2, 1, 1, 13 if cross else 9, dtype=torch.bool)
+    mask[1, ..., -4:] = False  # padding in the second row
+    q_proj, k_proj, v_proj = _separate_projections(mha)
+    source = context if cross else x
+    q, k, v = (mha.split_heads(p(s)) for p, s in ((q_proj, x), (k_proj, source), (v_proj, source)))
+    out, _ = attention_reference(q, k, v, mask)
+    expected = mha.out_proj(out.transpose(1, 2).reshape(2, 9, 32))
+    assert torch.allclose(mha(x, context if cross else None, mask=mask), expected, atol=1e-6, rtol=0)
+
+
+def test_checkpoints_with_separate_qkv_still_load():
+    """State dicts written before the stacked projection (q_proj, k_proj, v_proj) load into today's model,
+    through load_state_dict (bertlite.load, Lightning's resume, fine-tuning's load_encoder) unchanged."""
+    from bertlite.models import BertForMaskedLM
+    from bertlite.nn.attention import fuse_qkv, split_qkv
+
+    torch.manual_seed(0)
+    config = preset("bert-tiny", d_model=32, n_heads=2, d_ff=64, n_layers=2, vocab_size=50, max_seq_len=16,
+                    dropout=0.0, attention_dropout=0.0)
+    model = BertForMaskedLM(config).eval()
+    old = split_qkv(model.state_dict())
+    assert "bert.encoder.layers.0.self_attn.q_proj.weight" in old and not any("qkv_proj" in k for k in old)
+    assert fuse_qkv(old).keys() == model.state_dict().keys()
+    fresh = BertForMaskedLM(config).eval()
+    fresh.load_state_dict(old)  # strict: every key accounted for
+    ids = torch.randint(5, 50, (2, 12))
+    assert torch.equal(fresh(ids).logits, model(ids).logits)

@@ -96,7 +96,8 @@ def test_loss_falls(pretrain_run):
 
 def test_resume_from_checkpoint_continues_the_step_count(pretrain_run, tiny_corpus, tmp_path):
     result = run_cli("bertlite.pretrain", *TINY_RUN, "data=text_files", f"data.train_files={tiny_corpus}",
-                     "trainer.max_steps=34", f"ckpt_path={pretrain_run / 'checkpoints' / 'last.ckpt'}",
+                     "trainer.max_steps=34", "task.extend_schedule=true",
+                     f"ckpt_path={pretrain_run / 'checkpoints' / 'last.ckpt'}",
                      f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 34

@@ -49,7 +49,8 @@ def test_decay_and_no_decay_membership(model):
             assert id(module.weight) in no_decay_ids and id(module.bias) in no_decay_ids, name
         elif isinstance(module, nn.Embedding):
             assert id(module.weight) in decay_ids, name
-    assert n_linear == 2 * 6 + 1 and n_norm == 1 + 2 * 2 + 1
+    # per layer: stacked Q/K/V, output, up, down; plus the MLM transform
+    assert n_linear == 2 * 4 + 1 and n_norm == 1 + 2 * 2 + 1
     assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
 
 

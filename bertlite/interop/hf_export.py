@@ -19,6 +19,7 @@ import torch
 
 from bertlite.checkpoints import model_state, read_checkpoint
 from bertlite.data.tokenizer import CLS, MASK, PAD, SEP, UNK, tokenizer_from_json
+from bertlite.nn.attention import split_qkv
 from bertlite.errors import ConfigError
 from bertlite.interop.hf_bert import CLASSIFIER_HEAD, MLM_HEAD, backbone_names, config_to_hf
 from bertlite.models.config import config_from_dict
@@ -78,8 +79,8 @@ def export_hf_bert(checkpoint_path: str | Path, out: str | Path, overwrite: bool
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-        save_file(hf_state_dict(task, model_state(checkpoint), config.n_layers), str(staging / "model.safetensors"),
-                  metadata={"format": "pt"})
+        hf_weights = hf_state_dict(task, split_qkv(model_state(checkpoint)), config.n_layers)  # HF: query, key, value
+        save_file(hf_weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
         write_tokenizer(meta["tokenizer"], staging, meta.get("max_seq_len", config.max_seq_len))
         if out.exists():
             shutil.rmtree(out)

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from bertlite.data.tokenizer import load_tokenizer, special_ids
+from bertlite.nn.attention import split_qkv
 from bertlite.errors import CheckpointError, ConfigError
 from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, IGNORED, MLM_HEAD, backbone_names, config_from_hf,
                                       normalise_hf_names)
@@ -125,7 +126,7 @@ def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
     else:
         model = BertEncoder(config)
 
-    wanted = model.state_dict()
+    wanted = split_qkv(model.state_dict())  # HF keeps query, key and value apart; loading stacks them again
     weights = {}
     for ours, theirs in names.items():
         if theirs not in state:

@@ -83,6 +83,29 @@ def _as_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return mask if mask is None or mask.dtype == torch.bool else mask.to(dtype)
 
 
+SEPARATE = ("q_proj", "k_proj", "v_proj")  # the projections' names before they were stacked into qkv_proj
+
+
+def fuse_qkv(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A state dict with separate ``q_proj``/``k_proj``/``v_proj`` weights (checkpoints written before the fused
+    projection; Hugging Face's query/key/value) -> the same with one stacked ``qkv_proj`` per attention layer."""
+    out = dict(state)
+    for name in [n for n in state if n.endswith("q_proj.weight") or n.endswith("q_proj.bias")]:
+        stem, kind = name[: -len("q_proj.weight" if name.endswith("weight") else "q_proj.bias")], name.rsplit(".", 1)[1]
+        out[f"{stem}qkv_proj.{kind}"] = torch.cat([out.pop(f"{stem}{p}.{kind}") for p in SEPARATE])
+    return out
+
+
+def split_qkv(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of ``fuse_qkv``: each ``qkv_proj`` back into ``q_proj``, ``k_proj`` and ``v_proj`` (for export)."""
+    out = dict(state)
+    for name in [n for n in state if ".qkv_proj." in n or n.startswith("qkv_proj.")]:
+        stem, kind = name.rsplit("qkv_proj.", 1)
+        for p, part in zip(SEPARATE, out.pop(name).chunk(3)):
+            out[f"{stem}{p}.{kind}"] = part
+    return out
+
+
 class MultiHeadAttention(nn.Module):
     """h heads attend in parallel, each in its own d_k = d_model / h dimensional subspace.
 
@@ -96,10 +119,10 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        self.n_heads, self.d_k = n_heads, d_model // n_heads
-        self.q_proj = nn.Linear(d_model, d_model, bias=bias)  # W^Q for all heads at once
-        self.k_proj = nn.Linear(d_model, d_model, bias=bias)  # W^K
-        self.v_proj = nn.Linear(d_model, d_model, bias=bias)  # W^V
+        self.n_heads, self.d_k, self.d_model = n_heads, d_model // n_heads, d_model
+        # W^Q, W^K and W^V (each d_model x d_model, all heads at once) stacked into one (3 d_model x d_model) matrix:
+        # self-attention projects queries, keys and values in one matrix multiply instead of three
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W^O
         self.dropout = dropout
         self.alibi = alibi
@@ -107,6 +130,28 @@ class MultiHeadAttention(nn.Module):
             self.register_buffer("alibi_slopes", alibi_slopes(n_heads), persistent=False)  # (h,)
         self.record_weights = False
         self.attention_weights: Tensor | None = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the stacked projection hold q_proj, k_proj and v_proj: stack them on load
+        if f"{prefix}q_proj.weight" in state_dict:
+            own = {k: state_dict.pop(k) for k in list(state_dict) if k.startswith(prefix)
+                   and k[len(prefix):].split(".")[0] in SEPARATE}
+            state_dict.update(fuse_qkv(own))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _project(self, x: Tensor, rows: slice) -> Tensor:
+        """x times some rows of the stacked matrix: [:C] are W^Q, [C:2C] W^K, [2C:] W^V."""
+        w, b = self.qkv_proj.weight, self.qkv_proj.bias
+        return F.linear(x, w[rows], None if b is None else b[rows])
+
+    def project(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries from x; keys and values from x (self-attention, one matrix multiply) or from the context
+        (cross-attention). Each (B, T, C)."""
+        if context is None:
+            return self.qkv_proj(x).split(self.d_model, dim=-1)  # (B, T, 3C) -> 3 x (B, T, C)
+        q = self._project(x, slice(0, self.d_model))
+        k, v = self._project(context, slice(self.d_model, None)).split(self.d_model, dim=-1)
+        return q, k, v
 
     def split_heads(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
@@ -126,16 +171,17 @@ class MultiHeadAttention(nn.Module):
         values to it; cross-attention computes the context's keys and values once and reuses them.
         """
         b, t, c = x.shape
-        q = self.split_heads(self.q_proj(x))  # (B, h, T, d_k)
         if context is not None and cache is not None and "k" in cache:
+            q = self._project(x, slice(0, self.d_model))
             k, v = cache["k"], cache["v"]  # cross-attention: the encoder output does not change
         else:
-            source = x if context is None else context
-            k, v = self.split_heads(self.k_proj(source)), self.split_heads(self.v_proj(source))
+            q, k, v = self.project(x, context)
+            k, v = self.split_heads(k), self.split_heads(v)  # (B, h, T_k, d_k)
             if cache is not None:
                 if context is None and "k" in cache:  # self-attention: extend the cached prefix
                     k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
                 cache["k"], cache["v"] = k, v
+        q = self.split_heads(q)  # (B, h, T, d_k)
         dropout_p = self.dropout if self.training else 0.0
         bias = alibi_bias(self.alibi_slopes, t, k.size(2)) if self.alibi else None  # (h, T, T_k)
         if self.record_weights:

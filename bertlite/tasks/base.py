@@ -14,6 +14,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from bertlite.errors import ConfigError
+from bertlite.precision import check_compile, compile_model, resolve_compile
 from bertlite.models.config import config_from_dict
 from bertlite.tasks.optim import SCHEDULES, WarmupDecay, build_adamw, parameter_groups
 
@@ -39,22 +40,34 @@ class BertliteTask(L.LightningModule):
         warmup_ratio: float = 0.06,
         schedule: str = "linear",
         min_lr_ratio: float = 0.0,
-        compile: bool = False,
+        compile: bool | str = "auto",
         extend_schedule: bool = False,
     ):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ConfigError(f"unknown task.schedule={schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        check_compile(compile, "task.compile")
         self.save_hyperparameters()
         self.model_config = config_from_dict(model)
         self.model = self.build_model(self.model_config)
-        if compile:
-            self.model.compile()
+        self.compiled: bool | None = None  # decided in configure_model, once the device is known
         self.tokenizer_json: str | None = None  # set before training; saved in every checkpoint
         self.trained_seq_len: int | None = None  # the longest input position training has reached (checkpoints)
 
     def build_model(self, config) -> torch.nn.Module:
         raise NotImplementedError
+
+    def configure_model(self) -> None:
+        """torch.compile (task.compile: auto, true or false) for the trainer's device. Lightning calls this hook
+        before moving the model there, at every fit, validate and test: decide once."""
+        if self.compiled is not None:
+            return
+        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        self.compiled = resolve_compile(self.hparams.compile, device, "task.compile")
+        if self.compiled:
+            compile_model(self.model)
+        log.info("torch.compile %s (task.compile=%s, %s)", "on" if self.compiled else "off", self.hparams.compile,
+                 device.type)
 
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
