@@ -1,0 +1,28 @@
+"""scripts/gpu_check.sh, the one prepared GPU script, checked on the CPU: its shell parses, and every bertlite run in
+it composes a valid config (DRY_RUN=1 prints each config instead of training)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_gpu_check_script_parses_and_its_runs_compose(tmp_path):
+    script = REPO / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "RUNS": str(tmp_path / "runs"), "PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    assert [line.split()[0] for line in summary] == ["pretrain_base", "ddp", "fsdp"]
+    assert all(line.split()[2] == "0" for line in summary), summary
+    base = (tmp_path / "pretrain_base.log").read_text()
+    assert "d_model: 768" in base and "batch_size: 256" in base and "precision: bf16-mixed" in base
+    assert "FSDP" in (tmp_path / "fsdp.log").read_text() or "fsdp" in (tmp_path / "fsdp.log").read_text()
