@@ -111,9 +111,22 @@ def mlm_sections(env, tokenizer, Case, run_cases) -> list:
             return training_case(env, Case, hf_model, hf_adamw(hf_model, r["lr"], r["betas"], r["eps"]), loss_fn,
                                  batches, flops)
 
+        def lightning_case(dropout: float, mlm_probability: float):
+            def make():
+                from benchmark_lightning import pretrain_case
+
+                config = env.model_config(size, vocab_size=vocab, dropout=dropout, attention_dropout=dropout)
+                dm = datamodule(tokenizer, args.seq_len, batch_size, mlm_probability=mlm_probability)
+                predicted = round(mlm_probability * batch_size * (args.seq_len - 1))
+                flops = training_flops(config, batch_size, args.seq_len, predicted=predicted) / tokens
+                return pretrain_case(env, Case, config, r, dm, flops)
+            return make
+
         p, d = r["mlm_probability"], r["dropout"]
         factories = {f"bertlite, default recipe (dropout {d}, {p:.0%} masked, logits at masked only)":
                      bertlite_case(d, p, resolve_compile(r["compile"], env.device)),  # task.compile's default
+                     "the same through bertlite-pretrain's Trainer.fit (callbacks, logging, data loader)":
+                     lightning_case(d, p),
                      "bertlite, HF hyperparameters (dropout 0.1, 15% masked)": bertlite_case(0.1, 0.15),
                      "transformers BertForMaskedLM, sdpa (dropout 0.1, 15% masked)": hf_case}
         if args.compile:

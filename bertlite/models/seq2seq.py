@@ -62,6 +62,7 @@ class TransformerForSeq2Seq(nn.Module):
         memory = self.transformer.encode(src_ids, src_mask)
         return self.lm_head(self.transformer.decode(tgt_ids, memory, src_mask, tgt_mask))
 
+    @torch.inference_mode()
     def generate(self, src_ids: Tensor, bos_id: int, max_new_tokens: int, src_mask: Tensor | None = None,
                  max_len: int | None = None, **kwargs) -> Tensor:
         """src_ids (B, S) -> target ids (B, 1 + n), starting with bos_id. The encoder runs once; the decoder's

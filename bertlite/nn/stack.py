@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from bertlite.nn.block import TransformerBlock
 
@@ -17,9 +18,11 @@ def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
 
 
 class TransformerStack(nn.Module):
-    def __init__(self, n_layers: int, causal: bool = False, cross_attention: bool = False, **block_kwargs):
+    def __init__(self, n_layers: int, causal: bool = False, cross_attention: bool = False,
+                 gradient_checkpointing: bool = False, **block_kwargs):
         super().__init__()
         self.causal = causal
+        self.gradient_checkpointing = gradient_checkpointing
         self.layers = nn.ModuleList(
             TransformerBlock(cross_attention=cross_attention, **block_kwargs) for _ in range(n_layers)
         )
@@ -37,8 +40,16 @@ class TransformerStack(nn.Module):
         cache: list[dict] | None = None,
     ) -> Tensor:
         """x (B, T, C) -> (B, T, C). mask: boolean (B, 1, 1|T, T) key mask; cache: one dict per layer."""
+        # Activation checkpointing keeps only each layer's input and runs the layer again in the backward pass.
+        # Only worth it when a backward pass follows; a KV cache (generation) is written as a side effect,
+        # which a recomputation would repeat. Non-reentrant checkpointing restores the RNG state before it
+        # recomputes, so dropout draws the same masks twice and the gradients match the plain model's.
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled() and cache is None
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, self.causal, context, context_mask, None if cache is None else cache[i])
+            if recompute:
+                x = checkpoint(layer, x, mask, self.causal, context, context_mask, None, use_reentrant=False)
+            else:
+                x = layer(x, mask, self.causal, context, context_mask, None if cache is None else cache[i])
         return x if self.final_norm is None else self.final_norm(x)
 
 

@@ -1,0 +1,66 @@
+"""The MLM step as ``bertlite-pretrain`` runs it: a row of scripts/benchmark.py beside the bare training step.
+
+The config is composed from conf/pretrain.yaml as the command line composes it (callbacks, loggers, trainer
+settings, gradient clipping, the task's optimizer and schedule), with the bare step's model, recipe and precision;
+its data is the benchmark's corpus through bertlite's own PretrainingDataModule (dynamic masking in the loader).
+Validation is off: the row measures training steps. Each timed unit is a fresh ``Trainer.fit`` of
+``skip + steps`` steps, timed by a callback from the start of step ``skip`` to the end of the last, so setup and
+the first steps (allocations, autocast caches) stay out of the figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+
+import lightning as L
+from hydra import compose, initialize_config_dir
+
+from bertlite.cli.common import CONFIG_DIR, instantiate_group, register_model_presets
+
+SKIP = 2  # steps of each fit left untimed
+
+
+class _StepTimer(L.Callback):
+    """Seconds from the start of step ``skip`` to the end of the last step."""
+
+    def __init__(self, env, skip: int):
+        self.env, self.skip = env, skip
+        self.start = self.seconds = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.skip:
+            self.env.sync()
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        self.env.sync()
+        self.seconds = time.perf_counter() - self.start
+
+
+def pretrain_case(env, make_case, config, recipe: dict, datamodule, flops_per_token: float,
+                  overrides: tuple[str, ...] = ()):
+    """A Case whose unit is ``steps`` MLM steps through Trainer.fit, configured as ``bertlite-pretrain``."""
+    from hydra.utils import instantiate
+
+    args = env.args
+    register_model_presets()
+    out = tempfile.mkdtemp(prefix="bertlite_bench_")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("pretrain", overrides=[
+            f"paths.output_dir={out}", f"task.lr={recipe['lr']}", f"task.weight_decay={recipe['weight_decay']}",
+            f"task.compile={recipe['compile']}", f"trainer.precision={'bf16-mixed' if env.bf16 else '32-true'}",
+            f"trainer.accelerator={env.device.type}", "trainer.limit_val_batches=0", *overrides])
+    task = instantiate(cfg.task, model=dataclasses.asdict(config), _convert_="all")
+    task.tokenizer_json = datamodule.tokenizer.to_str()
+
+    def fit(steps: int) -> tuple[int, float]:
+        timer = _StepTimer(env, SKIP)
+        trainer = instantiate(cfg.trainer, callbacks=[*instantiate_group(cfg.callbacks), timer],
+                              logger=instantiate_group(cfg.logger) or False, max_steps=SKIP + steps,
+                              enable_model_summary=False)
+        trainer.fit(task, datamodule=datamodule)
+        return steps * datamodule.batch_size * datamodule.max_seq_len, timer.seconds
+
+    return make_case(lambda: fit(args.steps), lambda: fit(args.warmup), flops_per_token)
