@@ -126,3 +126,12 @@ def sentiment_csv(tmp_path_factory) -> tuple[Path, Path]:
             writer.writerows(sentiment_rows(n, seed))
         paths.append(path)
     return paths[0], paths[1]
+
+
+def predictor_checkpoint(model, tokenizer, task: str, **meta) -> dict:
+    """A checkpoint dict for a Predictor, as the LightningModule writes it, from a bare model (no training)."""
+    import dataclasses
+
+    return {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "bertlite": {"task": task, "model_config": dataclasses.asdict(model.config),
+                         "tokenizer": tokenizer.to_str(), **meta}}

@@ -19,7 +19,7 @@ from bertlite.precision import compile_model, resolve_compile
 from bertlite.models import BertForMaskedLM, BertForSequenceClassification, preset
 from bertlite.models.decoder import GPTForCausalLM
 from bertlite.tasks import ClassificationTask
-from tests.conftest import synthetic_sentences
+from tests.conftest import predictor_checkpoint, synthetic_sentences
 
 TINY = dict(d_model=32, n_heads=2, d_ff=64, n_layers=2, max_seq_len=32, dropout=0.0, attention_dropout=0.0)
 TASK_CONFIG = dataclasses.asdict(preset("bert-tiny", **TINY, vocab_size=100))
@@ -35,13 +35,6 @@ def fresh_dynamo():
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_wordpiece(synthetic_sentences(200), vocab_size=120)
-
-
-def checkpoint(model, tokenizer, task: str, **meta) -> dict:
-    """A checkpoint dict as the LightningModule writes it."""
-    return {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "bertlite": {"task": task, "model_config": dataclasses.asdict(model.config),
-                         "tokenizer": tokenizer.to_str(), **meta}}
 
 
 def tiny_classifier(tokenizer) -> BertForSequenceClassification:
@@ -135,7 +128,7 @@ def test_compiled_task_checkpoint_has_plain_keys(monkeypatch, tmp_path, tokenize
 def test_bf16_inference_on_cpu_agrees_with_fp32(tmp_path, tokenizer):
     model = tiny_classifier(tokenizer)
     path = tmp_path / "clf.ckpt"
-    torch.save(checkpoint(model, tokenizer, "classification", label_names=["neg", "pos"], pooling="cls"), path)
+    torch.save(predictor_checkpoint(model, tokenizer, "classification", label_names=["neg", "pos"], pooling="cls"), path)
     fp32 = load(path)
     assert fp32.dtype == torch.float32 and not fp32.compiled  # the CPU defaults: fp32, no compile
     bf16 = load(path, dtype="bf16")
@@ -160,20 +153,20 @@ def test_bf16_masked_lm_and_generation_on_cpu(tokenizer):
     """Position tables, ALiBi biases and key/value caches cast with the model: nothing mixes dtypes."""
     torch.manual_seed(0)
     vocab = tokenizer.get_vocab_size()
-    mlm = MaskedLM(checkpoint(BertForMaskedLM(preset("bert-tiny", **TINY, vocab_size=vocab)), tokenizer, "mlm"),
+    mlm = MaskedLM(predictor_checkpoint(BertForMaskedLM(preset("bert-tiny", **TINY, vocab_size=vocab)), tokenizer, "mlm"),
                    dtype="bf16")
     options = mlm.fill_mask("the cat [MASK] on the mat .", top_k=3)
     assert len(options) == 3 and all(0.0 <= o["score"] <= 1.0 for o in options)
     for position in ("learned", "alibi"):
         gpt = GPTForCausalLM(preset("gpt-tiny", **TINY, vocab_size=vocab, position=position))
-        generator = TextGenerator(checkpoint(gpt, tokenizer, "clm"), dtype="bf16")
+        generator = TextGenerator(predictor_checkpoint(gpt, tokenizer, "clm"), dtype="bf16")
         assert isinstance(generator.generate("the cat", max_new_tokens=8, seed=0, stop_at_sep=False), str)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 def test_cuda_defaults_to_bf16_and_compile(tmp_path, tokenizer):
     path = tmp_path / "clf.ckpt"
-    torch.save(checkpoint(tiny_classifier(tokenizer), tokenizer, "classification", label_names=["neg", "pos"],
+    torch.save(predictor_checkpoint(tiny_classifier(tokenizer), tokenizer, "classification", label_names=["neg", "pos"],
                           pooling="cls"), path)
     clf = load(path, device="cuda")
     native = inference.cuda_bf16_is_native()

@@ -15,7 +15,7 @@ from bertlite.inference import MaskedLM, TextGenerator
 from bertlite.models import preset
 from bertlite.models.decoder import GPTForCausalLM
 from bertlite.models.encoder import BertForMaskedLM
-from tests.conftest import synthetic_sentences
+from tests.conftest import predictor_checkpoint, synthetic_sentences
 
 TINY = dict(d_model=32, n_heads=2, d_ff=64, n_layers=2, max_seq_len=32, dropout=0.0, attention_dropout=0.0)
 
@@ -23,13 +23,6 @@ TINY = dict(d_model=32, n_heads=2, d_ff=64, n_layers=2, max_seq_len=32, dropout=
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_wordpiece(synthetic_sentences(200), vocab_size=120)
-
-
-def checkpoint(model, tokenizer, task: str, **meta) -> dict:
-    """A checkpoint dict as the LightningModule writes it."""
-    return {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "bertlite": {"task": task, "model_config": dataclasses.asdict(model.config),
-                         "tokenizer": tokenizer.to_str(), **meta}}
 
 
 def gpt_that_always_says_sep(tokenizer) -> GPTForCausalLM:
@@ -45,7 +38,7 @@ def gpt_that_always_says_sep(tokenizer) -> GPTForCausalLM:
 
 
 def test_gpt_generation_stops_at_sep_unless_asked_to_go_on(tokenizer, monkeypatch):
-    generator = TextGenerator(checkpoint(gpt_that_always_says_sep(tokenizer), tokenizer, "clm"))
+    generator = TextGenerator(predictor_checkpoint(gpt_that_always_says_sep(tokenizer), tokenizer, "clm"))
     lengths = []
     generate = generator.model.generate
 
@@ -65,7 +58,7 @@ def test_gpt_generation_stops_at_sep_unless_asked_to_go_on(tokenizer, monkeypatc
 @pytest.mark.parametrize("options", [dict(top_p=0.0), dict(top_p=1.5), dict(top_p=-0.1), dict(top_k=0),
                                      dict(temperature=-1.0)])
 def test_sampling_settings_outside_their_range_are_refused(tokenizer, options):
-    generator = TextGenerator(checkpoint(gpt_that_always_says_sep(tokenizer), tokenizer, "clm"))
+    generator = TextGenerator(predictor_checkpoint(gpt_that_always_says_sep(tokenizer), tokenizer, "clm"))
     with pytest.raises(ConfigError, match=next(iter(options))):
         generator.generate("the cat", max_new_tokens=3, **options)
     generator.generate("the cat", max_new_tokens=3, top_p=1.0, seed=0)  # the edge of the range is allowed
@@ -74,16 +67,16 @@ def test_sampling_settings_outside_their_range_are_refused(tokenizer, options):
 def test_inference_stays_within_the_positions_training_reached(tokenizer):
     torch.manual_seed(0)
     config = preset("bert-tiny", **TINY, vocab_size=tokenizer.get_vocab_size())  # learned, 32 position rows
-    mlm = MaskedLM(checkpoint(BertForMaskedLM(config), tokenizer, "mlm", trained_seq_len=16))
+    mlm = MaskedLM(predictor_checkpoint(BertForMaskedLM(config), tokenizer, "mlm", trained_seq_len=16))
     assert mlm.max_positions == 16
     mlm.fill_mask("the cat [MASK] on the mat .")
     with pytest.raises(BertliteError, match="trained on at most 16"):
         mlm.fill_mask(" ".join(["the"] * 20) + " [MASK]")  # 23 tokens: rows 16..22 were never trained
     # ALiBi needs no trained rows: its limit stays the config's
     alibi = dataclasses.replace(config, position="alibi")
-    assert MaskedLM(checkpoint(BertForMaskedLM(alibi), tokenizer, "mlm", trained_seq_len=16)).max_positions == 32
+    assert MaskedLM(predictor_checkpoint(BertForMaskedLM(alibi), tokenizer, "mlm", trained_seq_len=16)).max_positions == 32
     # a checkpoint that does not record it (older ones, HF imports) keeps max_seq_len
-    assert MaskedLM(checkpoint(BertForMaskedLM(config), tokenizer, "mlm")).max_positions == 32
+    assert MaskedLM(predictor_checkpoint(BertForMaskedLM(config), tokenizer, "mlm")).max_positions == 32
 
 
 def test_hub_error_names_the_fine_tuning_file_option(monkeypatch):
