@@ -117,7 +117,8 @@ def finetune_datamodule(args, tokenizer):
 
 def finetune_cases(env, tokenizer, make_case):
     """SST-2 fine-tuning at bert-mini shape: one pass over the same sentences per repetition.
-    bertlite: ClassificationDataModule (dynamic padding, length grouping) + BertForSequenceClassification;
+    bertlite: ClassificationDataModule (dynamic padding to a multiple of 8, its default batching: random order)
+    + BertForSequenceClassification;
     transformers: BertForSequenceClassification with batches padded to 128 (run_glue.py's default) or padded
     dynamically by DataCollatorWithPadding, shuffled."""
     from torch.utils.data import DataLoader
@@ -173,7 +174,7 @@ def finetune_cases(env, tokenizer, make_case):
                              lambda: train_pass(model, optimizer, loader, loss_fn, limit=args.warmup))
         return case
 
-    return {"bertlite (ClassificationDataModule: dynamic padding, length grouping)": bertlite_case,
+    return {"bertlite (ClassificationDataModule: dynamic padding, default batching)": bertlite_case,
             "transformers, padded to 128 (run_glue.py default)": hf_case(True),
             "transformers, DataCollatorWithPadding (dynamic)": hf_case(False)}
 
