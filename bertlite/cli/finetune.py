@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from bertlite.atomic import write_text_atomically
 from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, check_vocabulary,
-                                 exit_on_user_error, fit, fit_learned_positions, instantiate_group, is_rank_zero, prepare_tokenizer,
-                                 register_model_presets, resolve_ckpt_path, save_resolved_config)
+                                 exit_on_user_error, fit, fit_learned_positions, instantiate_group, is_rank_zero,
+                                 prepare_tokenizer, register_model_presets, resolve_ckpt_path, save_resolved_config)
 from bertlite.errors import ConfigError
 
 log = logging.getLogger("bertlite.finetune")
@@ -68,8 +68,8 @@ def finetune(cfg: DictConfig) -> dict:
     trained_seq_len = pretrained["bertlite"].get("trained_seq_len") if pretrained is not None else cfg.data.max_seq_len
     if model_config["position"] == "learned" and trained_seq_len and cfg.data.max_seq_len > trained_seq_len:
         raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} goes past the {trained_seq_len} positions "
-                          f"{cfg.pretrained} was pretrained on: its learned position vectors beyond them are untrained. "
-                          f"Set data.max_seq_len={trained_seq_len} (longer texts are truncated)")
+                          f"{cfg.pretrained} was pretrained on: its learned position vectors beyond them are "
+                          f"untrained. Set data.max_seq_len={trained_seq_len} (longer texts are truncated)")
 
     label_names = datamodule.find_label_names()
     cfg.data.metric = resolve_metric(cfg.data.metric, len(label_names))  # callbacks monitor val/<metric>

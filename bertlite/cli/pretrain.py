@@ -19,8 +19,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, check_vocabulary,
-                                 exit_on_user_error, fit, fit_learned_positions, instantiate_group, is_rank_zero, prepare_tokenizer,
-                                 register_model_presets, resolve_ckpt_path, save_resolved_config)
+                                 exit_on_user_error, fit, fit_learned_positions, instantiate_group, is_rank_zero,
+                                 prepare_tokenizer, register_model_presets, resolve_ckpt_path, save_resolved_config)
 from bertlite.errors import ConfigError
 
 log = logging.getLogger("bertlite.pretrain")

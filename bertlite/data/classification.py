@@ -14,8 +14,8 @@ from typing import Iterator, Sequence
 
 import datasets
 import lightning as L
-from datasets.fingerprint import Hasher
 import torch
+from datasets.fingerprint import Hasher
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Sampler
 
@@ -245,11 +245,11 @@ class ClassificationDataModule(L.LightningDataModule):
                 if unseen:
                     raise DataError(f"the {split} split has labels never seen in training: {unseen[:10]}; "
                                     f"training labels are {names}")
-            # features given explicitly: an encoded ``label`` would otherwise keep the type of a source column of
-            # the same name (string labels in a column named "label")
             # the cache key, from what the encoding depends on (datasets would hash the whole closure, slowly)
             fingerprint = Hasher.hash((ds._fingerprint, tokenizer.to_str(), label_ids if has_labels else None,
                                        self.text_column, self.text_pair_column, self.label_column))
+            # features given explicitly: an encoded ``label`` would otherwise keep the type of a source column of
+            # the same name (string labels in a column named "label")
             self.datasets[split] = ds.map(self._encoder(tokenizer, label_ids if has_labels else None), batched=True,
                                           remove_columns=ds.column_names, features=encoded_features(has_labels),
                                           new_fingerprint=fingerprint, desc=f"tokenizing {split}")

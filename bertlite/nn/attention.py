@@ -90,8 +90,8 @@ def fuse_qkv(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """A state dict with separate ``q_proj``/``k_proj``/``v_proj`` weights (checkpoints written before the fused
     projection; Hugging Face's query/key/value) -> the same with one stacked ``qkv_proj`` per attention layer."""
     out = dict(state)
-    for name in [n for n in state if n.endswith("q_proj.weight") or n.endswith("q_proj.bias")]:
-        stem, kind = name[: -len("q_proj.weight" if name.endswith("weight") else "q_proj.bias")], name.rsplit(".", 1)[1]
+    for name in [n for n in state if n.split(".")[-2:-1] == ["q_proj"]]:
+        stem, kind = name.rsplit("q_proj.", 1)
         out[f"{stem}qkv_proj.{kind}"] = torch.cat([out.pop(f"{stem}{p}.{kind}") for p in SEPARATE])
     return out
 
@@ -99,7 +99,7 @@ def fuse_qkv(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def split_qkv(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """The inverse of ``fuse_qkv``: each ``qkv_proj`` back into ``q_proj``, ``k_proj`` and ``v_proj`` (for export)."""
     out = dict(state)
-    for name in [n for n in state if ".qkv_proj." in n or n.startswith("qkv_proj.")]:
+    for name in [n for n in state if n.split(".")[-2:-1] == ["qkv_proj"]]:
         stem, kind = name.rsplit("qkv_proj.", 1)
         for p, part in zip(SEPARATE, out.pop(name).chunk(3)):
             out[f"{stem}{p}.{kind}"] = part
