@@ -147,7 +147,12 @@ def finetune_cases(env, tokenizer, make_case):
         return examples
 
     # the data is read and tokenized once, outside the cases: their memory is the training's, not the reading's
-    def bertlite_case():
+    def bertlite_case(unpad: bool):
+        def case():
+            return bertlite_pass(dataclasses.replace(config, unpad=unpad))
+        return case
+
+    def bertlite_pass(config):
         loader = dm.train_dataloader()
         model = BertForSequenceClassification(config, 2).to(device)
         optimizer = build_adamw(parameter_groups(model, 0.01), lr=1e-4)
@@ -174,7 +179,9 @@ def finetune_cases(env, tokenizer, make_case):
                              lambda: train_pass(model, optimizer, loader, loss_fn, limit=args.warmup))
         return case
 
-    return {"bertlite (ClassificationDataModule: dynamic padding, default batching)": bertlite_case,
+    return {"bertlite (ClassificationDataModule: dynamic padding, default batching; padding-free layers)":
+            bertlite_case(True),
+            "bertlite, padded layers (model.unpad=false)": bertlite_case(False),
             "transformers, padded to 128 (run_glue.py default)": hf_case(True),
             "transformers, DataCollatorWithPadding (dynamic)": hf_case(False)}
 
@@ -213,13 +220,16 @@ def inference_cases(env, tokenizer, make_case, results: dict):
     texts = sst2(args.data_dir, args.inference_examples)[0]
     bs = args.inference_batch_size
 
-    def bertlite_case():
-        clf = bertlite.load(ckpt, device=device)
+    def bertlite_case(unpad: bool):
+        def case():
+            clf = bertlite.load(ckpt, device=device)
+            clf.model.config.unpad = unpad
 
-        def run() -> int:
-            results["bertlite"] = clf.predict(texts, batch_size=bs)
-            return len(texts)
-        return make_case(run, lambda: clf.predict(texts[:bs], batch_size=bs))
+            def run() -> int:
+                results["bertlite" if unpad else "bertlite-padded"] = clf.predict(texts, batch_size=bs)
+                return len(texts)
+            return make_case(run, lambda: clf.predict(texts[:bs], batch_size=bs))
+        return case
 
     def hf_case(batch_size: int):
         def case():
@@ -232,6 +242,7 @@ def inference_cases(env, tokenizer, make_case, results: dict):
             return make_case(run, lambda: pipe(texts[:bs], batch_size=batch_size, truncation=True))
         return case
 
-    return {"bertlite.load(ckpt).predict": bertlite_case,
+    return {"bertlite.load(ckpt).predict (padding-free layers)": bertlite_case(True),
+            "bertlite, padded layers (model.unpad=false)": bertlite_case(False),
             f"transformers pipeline, batch_size={bs}": hf_case(bs),
             "transformers pipeline, batch_size=1 (its default)": hf_case(1)}

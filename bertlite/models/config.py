@@ -52,6 +52,9 @@ class BertConfig(ModelConfig):
 
     arch: str = "bert"
     type_vocab_size: int = 2
+    # Padding-free batches: a padded batch runs through the layers as its real tokens alone (bertlite.nn.packing).
+    # The same function as the padded path; no effect on the weights.
+    unpad: bool = True
 
 
 @dataclass

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from bertlite.models.config import BertConfig
 from bertlite.models.heads import ClassificationHead, pool
 from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, padding_mask
 from bertlite.nn.feedforward import ACTIVATIONS
+from bertlite.nn.packing import PackedSequences
 from bertlite.nn.loss import cross_entropy
 
 
@@ -35,8 +37,17 @@ class BertModel(nn.Module):
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
     ) -> Tensor:
-        """input_ids (B, T); attention_mask (B, T), 1 = token, 0 = padding -> hidden states (B, T, C)."""
-        x = self.embeddings(input_ids, token_type_ids)
+        """input_ids (B, T); attention_mask (B, T), 1 = token, 0 = padding -> hidden states (B, T, C).
+
+        With ``config.unpad`` and padding in the batch, the layers run on the real tokens alone, (N, C), and
+        the hidden states at padding positions are zeros (the padded path leaves numbers there that nothing reads).
+        Under torch.compile the padded path runs: N changes with every batch and finding it breaks the graph.
+        """
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
+        if self.config.unpad and attention_mask is not None and not torch.compiler.is_compiling():
+            packed = PackedSequences.from_mask(attention_mask)
+            if 0 < packed.index.numel() < attention_mask.numel():  # some padding, and not a batch of padding only
+                return packed.pad(self.encoder(packed.pack(x), mask=packed))  # (N, C) through the layers
         return self.encoder(x, mask=padding_mask(attention_mask))
 
 

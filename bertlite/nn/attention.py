@@ -7,6 +7,8 @@ Two paths compute the same function:
   It also returns the attention weights, so it is the path used to look at attention.
 - ``attention_fused``: ``torch.nn.functional.scaled_dot_product_attention``, the fused kernel
   (flash / memory-efficient / oneDNN), used for training and inference.
+``attention_varlen`` is the fused kernel on a padding-free batch: sentences packed one after another, with
+their boundaries (see ``bertlite.nn.packing``).
 
 Masks are boolean and broadcast to (B, n_heads, T_q, T_k): True means "may attend". A bias (ALiBi's
 distance penalty) is a float tensor that broadcasts alike and is added to the scores before the softmax.
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bertlite.nn.packing import PackedSequences
 from bertlite.nn.positional import alibi_bias, alibi_slopes
 
 CPU_UPCAST_DTYPES = (torch.bfloat16, torch.float16)  # attention_fused computes these in fp32 on a CPU
@@ -78,6 +81,18 @@ def attention_fused(
                                           is_causal=causal)
 
 
+def attention_varlen(q: Tensor, k: Tensor, v: Tensor, packed: PackedSequences, dropout_p: float = 0.0) -> Tensor:
+    """q, k, v (N, h, d_k): the tokens of B sentences one after another -> (N, h, d_k); each sentence attends
+    within itself. Nested (jagged) tensors carry the boundaries to SDPA, which has a variable-length kernel on
+    CUDA (flash / memory-efficient attention)."""
+    def nest(x: Tensor) -> Tensor:  # (N, h, d_k) -> (B, h, L_i, d_k)
+        nested = torch.nested.nested_tensor_from_jagged(x.contiguous(), packed.offsets, max_seqlen=packed.max_len)
+        return nested.transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(nest(q), nest(k), nest(v), dropout_p=dropout_p)
+    return out.transpose(1, 2).values()  # (B, h, L_i, d_k) -> (N, h, d_k)
+
+
 def _as_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """SDPA wants a boolean mask, or a float one in the queries' dtype."""
     return mask if mask is None or mask.dtype == torch.bool else mask.to(dtype)
@@ -112,6 +127,7 @@ class MultiHeadAttention(nn.Module):
     Queries, keys and values are learned linear projections of the input (self-attention) or,
     for cross-attention, queries come from ``x`` and keys and values from ``context``.
     Set ``record_weights = True`` to run the reference path and keep ``attention_weights``.
+    A ``PackedSequences`` in place of the mask means x holds only the real tokens of a padded batch, (N, C).
     alibi=True (self-attention only) adds ALiBi's distance penalty to every head's scores.
     """
 
@@ -161,7 +177,7 @@ class MultiHeadAttention(nn.Module):
         self,
         x: Tensor,
         context: Tensor | None = None,
-        mask: Tensor | None = None,
+        mask: Tensor | PackedSequences | None = None,
         causal: bool = False,
         cache: dict | None = None,
     ) -> Tensor:
@@ -170,6 +186,8 @@ class MultiHeadAttention(nn.Module):
         cache: a dict this layer owns across decoding steps. Self-attention appends the new keys and
         values to it; cross-attention computes the context's keys and values once and reuses them.
         """
+        if isinstance(mask, PackedSequences):
+            return self.forward_packed(x, mask)
         b, t, c = x.shape
         if context is not None and cache is not None and "k" in cache:
             q = self._project(x, slice(0, self.d_model))
@@ -182,11 +200,30 @@ class MultiHeadAttention(nn.Module):
                     k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
                 cache["k"], cache["v"] = k, v
         q = self.split_heads(q)  # (B, h, T, d_k)
-        dropout_p = self.dropout if self.training else 0.0
         bias = alibi_bias(self.alibi_slopes, t, k.size(2)) if self.alibi else None  # (h, T, T_k)
-        if self.record_weights:
-            out, self.attention_weights = attention_reference(q, k, v, mask, causal, dropout_p, bias)
-        else:
-            out = attention_fused(q, k, v, mask, causal, dropout_p, bias)
+        out = self.attend(q, k, v, mask, causal, bias)
         out = out.transpose(1, 2).reshape(b, t, c)  # (B, h, T, d_k) -> (B, T, C): concatenate the heads
         return self.out_proj(out)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool = False,
+               bias: Tensor | None = None) -> Tensor:
+        """q (B, h, T, d_k), k and v (B, h, T_k, d_k) -> (B, h, T, d_k), through the reference path when the
+        weights are recorded, else the fused kernel."""
+        dropout_p = self.dropout if self.training else 0.0
+        if self.record_weights:
+            out, self.attention_weights = attention_reference(q, k, v, mask, causal, dropout_p, bias)
+            return out
+        return attention_fused(q, k, v, mask, causal, dropout_p, bias)
+
+    def forward_packed(self, x: Tensor, packed: PackedSequences) -> Tensor:
+        """Self-attention on a padding-free batch: x (N, C), the real tokens of B sentences -> (N, C)."""
+        n, c = x.shape
+        q, k, v = (p.view(n, self.n_heads, self.d_k) for p in self.project(x))  # 3 x (N, h, d_k)
+        if packed.nested and not (self.alibi or self.record_weights):
+            out = attention_varlen(q, k, v, packed, self.dropout if self.training else 0.0)
+        else:  # back to (B, h, T, d_k) for attention alone; the projections above ran on the real tokens only
+            q, k, v = (packed.pad(p).transpose(1, 2) for p in (q, k, v))
+            t = q.size(2)
+            bias = alibi_bias(self.alibi_slopes, t, t) if self.alibi else None  # (h, T, T)
+            out = packed.pack(self.attend(q, k, v, packed.key_mask, bias=bias).transpose(1, 2))  # (N, h, d_k)
+        return self.out_proj(out.reshape(n, c))  # concatenate the heads
