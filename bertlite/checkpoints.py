@@ -1,7 +1,18 @@
-"""Reading bertlite checkpoints: one place that checks a file is a checkpoint, of the expected task."""
+"""Reading bertlite checkpoints: one place that checks a file is a checkpoint, of the expected task.
+
+Checkpoints come from strangers, and unpickling can run code. Every file is opened with
+``torch.load(weights_only=True)``: tensors and plain data (dicts, lists, strings, numbers) only. A file that holds
+anything else is refused before any of it runs; ``trust=True`` (``trust_checkpoint=true`` on the command line)
+opens it with the full unpickler, for the user's own files written by older code.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import pickletools
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +32,119 @@ TASK_HINTS = {
 }
 
 
-def read_checkpoint(path: str | Path, expect_task: str | tuple[str, ...] | None = None) -> dict[str, Any]:
-    """torch.load a Lightning checkpoint and check its ``bertlite`` section; errors say what the file is.
-    ``hf:<folder>`` imports a Hugging Face BERT folder instead (bertlite/interop), checked the same way."""
+TRUST_HINT = ("if the file is your own (written by an older bertlite or your own code), open it with "
+              "trust_checkpoint=true (Python: bertlite.load(path, trust=True)); never for a file from elsewhere")
+
+
+def load_torch_file(path: str | Path, trust: bool = False) -> Any:
+    """torch.load on the CPU, with ``weights_only=True`` unless ``trust``. A refused or unreadable file is one
+    ``CheckpointError`` that names the file and, for a refused one, what it refers to beyond plain data."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except Exception as exc:
+        foreign = None if trust else _foreign_global(Path(path), str(exc))
+        if foreign:
+            raise CheckpointError(f"{path} holds a reference to {foreign}, beyond the tensors and plain data a "
+                                  f"checkpoint needs: unpickling it could run code from the file, so it was not "
+                                  f"opened; {TRUST_HINT}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted?): "
+                              f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}") from None
+
+
+SAFE_MODULES = ("torch", "collections", "builtins", "_codecs", "numpy")  # what torch's safe loader may refer to
+
+
+def _foreign_global(path: Path, message: str) -> str | None:
+    """The first ``module.name`` a refused pickle refers to outside torch's plain types. From torch's message
+    when it names one, else from the pickle's opcodes: ``pickletools`` reads them without executing any."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return found.group(1)
+    try:
+        with zipfile.ZipFile(path) as archive:  # torch's format: the pickle is <name>/data.pkl
+            data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    except (zipfile.BadZipFile, StopIteration, OSError):
+        data = path.read_bytes()  # the legacy format: pickles one after another
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if isinstance(arg, str):
+                strings = [*strings[-1:], arg]
+            name = arg.replace(" ", ".") if op.name == "GLOBAL" else (
+                ".".join(strings) if op.name == "STACK_GLOBAL" and len(strings) == 2 else None)
+            if name and not name.startswith(SAFE_MODULES):
+                return name
+    except Exception:  # not a pickle at all: garbage, or a truncated file
+        return None
+    return None
+
+
+def read_checkpoint(path: str | Path, expect_task: str | tuple[str, ...] | None = None,
+                    trust: bool = False) -> dict[str, Any]:
+    """Load a Lightning checkpoint safely and check its ``bertlite`` section; errors say what the file is.
+    A folder is read as a bertlite model folder (bertlite/model_folder.py); ``hf:<folder>`` imports a Hugging Face
+    BERT folder (bertlite/interop). Both are checked the same way."""
     if str(path).startswith("hf:"):
         from bertlite.interop import import_hf_bert
 
         checkpoint, report = import_hf_bert(str(path)[3:])
         report.log()
-        _check_task(path, checkpoint["bertlite"]["task"], expect_task)
-        return checkpoint
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted?): "
-                              f"{type(exc).__name__}: {str(exc)[:200]}") from exc
-    if not isinstance(checkpoint, dict) or "bertlite" not in checkpoint or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a bertlite checkpoint (no model config and tokenizer inside)")
-    _check_task(path, checkpoint["bertlite"].get("task"), expect_task)
+    elif Path(path).is_dir():
+        from bertlite.model_folder import CONFIG, is_model_folder, read_model_folder
+
+        if not is_model_folder(path):
+            hint = (f"; for a Hugging Face BERT folder give hf:{path}" if (Path(path) / CONFIG).is_file() else "")
+            raise CheckpointError(f"{path} is a folder but not a bertlite model folder (its config.json "
+                                  f"must have format: bertlite-model-folder){hint}")
+        checkpoint = read_model_folder(path)
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        checkpoint = load_torch_file(path, trust)
+        if not isinstance(checkpoint, dict) or "bertlite" not in checkpoint or "state_dict" not in checkpoint:
+            raise CheckpointError(f"{path} is not a bertlite checkpoint (no model config and tokenizer inside)")
+    check_section(path, checkpoint)
+    _check_task(path, checkpoint["bertlite"]["task"], expect_task)
     return checkpoint
+
+
+SECTION_FIELDS = {"task": str, "model_config": dict, "tokenizer": str}  # what every bertlite section holds
+
+
+def check_section(path, checkpoint: dict[str, Any]) -> None:
+    """Every field the loaders read is present and of the right kind: a ``CheckpointError`` naming the field
+    otherwise, never a KeyError deep inside."""
+    from bertlite.models.config import config_from_dict
+
+    section = checkpoint["bertlite"]
+    damaged = f"{path} is damaged or was not written by bertlite"
+    if not isinstance(section, dict):
+        raise CheckpointError(f"{damaged}: its bertlite section is a {type(section).__name__}, not a dict")
+    for field, kind in SECTION_FIELDS.items():
+        if field not in section:
+            raise CheckpointError(f"{damaged}: its bertlite section has no {field!r} field")
+        if not isinstance(section[field], kind):
+            raise CheckpointError(f"{damaged}: bertlite.{field} is a {type(section[field]).__name__}, "
+                                  f"not a {kind.__name__}")
+    if section["task"] not in TASK_HINTS:
+        raise CheckpointError(f"{damaged}: bertlite.task is {section['task']!r}; known: {', '.join(TASK_HINTS)}")
+    try:
+        config_from_dict(section["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{damaged}: bertlite.model_config is malformed: {exc}") from None
+    try:
+        json.loads(section["tokenizer"])
+    except ValueError:
+        raise CheckpointError(f"{damaged}: bertlite.tokenizer is not a tokenizer's JSON") from None
+    labels = section.get("label_names")
+    if section["task"] == "classification" and (
+            not isinstance(labels, (list, tuple)) or not labels or not all(isinstance(x, str) for x in labels)):
+        raise CheckpointError(f"{damaged}: bertlite.label_names must be a non-empty list of strings in a "
+                              f"classification checkpoint, found {labels!r}"[:300])
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{damaged}: its state_dict is not a dict of tensors")
 
 
 def _check_task(path, task: str | None, expect_task: str | tuple[str, ...] | None) -> None:

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 from bertlite.checkpoints import model_state, read_checkpoint
 from bertlite.data.classification import encode_texts, pad_batch, truncating
 from bertlite.data.tokenizer import MASK, special_ids, tokenizer_from_json
-from bertlite.errors import BertliteError, CheckpointError
+from bertlite.errors import BertliteError, CheckpointError, ConfigError
 from bertlite.models.config import config_from_dict
 from bertlite.models.encoder import BertEncoder, BertForMaskedLM
 from bertlite.models.heads import pool
@@ -47,9 +47,9 @@ class Predictor:
     task = ""
 
     def __init__(self, checkpoint: str | Path | dict[str, Any], device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, compile: bool | str = "auto"):
+                 dtype: str | torch.dtype | None = None, compile: bool | str = "auto", trust: bool = False):
         if not isinstance(checkpoint, dict):
-            checkpoint = read_checkpoint(checkpoint, expect_task=self.task)
+            checkpoint = read_checkpoint(checkpoint, expect_task=self.task, trust=trust)
         meta = checkpoint["bertlite"]
         self.meta = meta
         self.config = config_from_dict(meta["model_config"])
@@ -76,6 +76,14 @@ class Predictor:
         if self.config.position == "learned" and meta.get("trained_seq_len"):
             self.max_positions = min(self.max_positions, meta["trained_seq_len"])
         self.max_seq_len = min(meta.get("max_seq_len", self.max_positions), self.max_positions)  # texts truncated
+
+    def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write this model as a model folder (config.json, model.safetensors, tokenizer.json): shareable without
+        pickle, and read back by ``bertlite.load(folder)``. The weights are saved in the dtype they run in."""
+        from bertlite.model_folder import save_model_folder
+
+        state = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        return save_model_folder({"state_dict": state, "bertlite": self.meta}, folder, overwrite)
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -189,16 +197,21 @@ class Encoder(Predictor):
     task = "encoder"
 
     def build_model(self) -> BertEncoder:
-        return BertEncoder(self.config)
+        return BertEncoder(self.config, pooler=bool(self.meta.get("pooler")))
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, pooling: str = "cls",
                batch_size: int = 64) -> torch.Tensor:
-        """(N, d_model): each text's [CLS] hidden state (pooling="cls") or the mean over its tokens ("mean")."""
+        """(N, d_model): each text's [CLS] hidden state (pooling="cls"), the mean over its tokens ("mean"), or
+        the pooler's output (tanh of a dense layer on [CLS], HF's ``pooler_output``) where the model has one."""
+        if pooling == "pooler" and self.model.pooler is None:
+            raise ConfigError("pooling='pooler': this encoder has no pooler (its HF folder had none); "
+                              "use pooling='cls' or 'mean'")
         out = torch.empty(len(texts), self.config.d_model)
         for idx, batch in self.batches(texts, text_pairs, batch_size):
             hidden = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            out[idx] = pool(hidden, batch["attention_mask"], pooling).float().cpu()
+            pooled = self.model.pooler(hidden) if pooling == "pooler" else pool(hidden, batch["attention_mask"], pooling)
+            out[idx] = pooled.float().cpu()
         return out
 
 
@@ -207,15 +220,17 @@ PREDICTORS = {"classification": Classifier, "mlm": MaskedLM, "encoder": Encoder,
 
 
 def load(path: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-         compile: bool | str = "auto") -> Predictor:
+         compile: bool | str = "auto", trust: bool = False) -> Predictor:
     """The predictor that fits the checkpoint's task: a Classifier, a MaskedLM, an Encoder or a TextGenerator.
-    ``path`` is a bertlite checkpoint, or ``hf:<folder>`` for a Hugging Face BERT folder. ``dtype``: None (bf16 on
-    a GPU that supports it, else fp32), "bf16", "fp32", "fp16" or a torch.dtype; probabilities and embeddings come
-    back in fp32 whatever it is. ``compile``: "auto" (torch.compile on a GPU only), true or false."""
+    ``path`` is a bertlite checkpoint, a bertlite model folder (see save_pretrained), or ``hf:<folder>`` for a Hugging
+    Face BERT folder. ``dtype``: None (bf16 on a GPU that supports it, else fp32), "bf16", "fp32", "fp16" or a
+    torch.dtype; probabilities and embeddings come back in fp32 whatever it is. ``compile``: "auto" (torch.compile on a GPU only), true or false.
+    The file is opened with torch's weights-only loader, which runs no code from it; ``trust=True`` unpickles it
+    fully, for your own files only (see bertlite.checkpoints)."""
     resolve_dtype(dtype, pick_device(device))  # a bad value fails before the checkpoint is read
     check_compile(compile)
-    checkpoint = read_checkpoint(path)
-    task = checkpoint["bertlite"].get("task")
+    checkpoint = read_checkpoint(path, trust=trust)
+    task = checkpoint["bertlite"]["task"]
     if task not in PREDICTORS:
         raise CheckpointError(f"{path} is a {task!r} checkpoint; bertlite.load knows {', '.join(PREDICTORS)}")
     return PREDICTORS[task](checkpoint, device, dtype, compile)

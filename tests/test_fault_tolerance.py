@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from bertlite.checkpoints import read_checkpoint
+from bertlite.checkpoints import load_torch_file
 from bertlite.cli.common import apply_global_batch_size
 from bertlite.data.resumable import ResumableDataLoader, ResumableSampler
 from bertlite.errors import CheckpointError, ConfigError
@@ -87,14 +87,14 @@ def test_atomic_checkpoint_survives_an_exception_mid_write(tmp_path, monkeypatch
     with pytest.raises(OSError):
         io.save_checkpoint({**CKPT, "state_dict": {"w": torch.zeros(3)}}, path)
     monkeypatch.undo()
-    assert torch.equal(read_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert torch.equal(load_torch_file(path)["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
 
     # the same crash with a plain write in place destroys the previous checkpoint: what the plugin prevents
     with open(path, "wb") as f:
         f.write(b"PK\x03\x04 half a zip")
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
-        read_checkpoint(path)
+        load_torch_file(path)
 
 
 def test_atomic_checkpoint_survives_a_killed_process(tmp_path):
@@ -119,7 +119,7 @@ AtomicCheckpointIO().save_checkpoint({{"state_dict": {{}}}}, {str(path)!r})
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert any(p.name.startswith(".last.ckpt.tmp") for p in tmp_path.iterdir())  # it died mid-write
-    assert torch.equal(read_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert torch.equal(load_torch_file(path)["state_dict"]["w"], torch.ones(3))
 
 
 class Diverging(L.LightningModule):

@@ -75,13 +75,40 @@ def test_import_matches_transformers(hf_class, bin_format, tokenizer_dir, tmp_pa
         theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types)
         ours = predictor.model(ids, mask, types)
     if hf_class == "BertModel":
-        assert report.unexpected == ["bert.pooler.dense.bias", "bert.pooler.dense.weight"]  # reported by name
+        assert report.unexpected == []  # the pooler is kept
         torch.testing.assert_close(real(ours, mask), real(theirs.last_hidden_state, mask), atol=TOL, rtol=0)
+        torch.testing.assert_close(predictor.model.pooler(ours), theirs.pooler_output, atol=TOL, rtol=0)
     elif hf_class == "BertForMaskedLM":
         torch.testing.assert_close(real(ours.logits, mask), real(theirs.logits, mask), atol=TOL, rtol=0)
     else:
         assert predictor.labels == ["neg", "neu", "pos"]
         torch.testing.assert_close(ours, theirs.logits, atol=TOL, rtol=0)
+
+
+def test_bert_model_with_a_pooler_survives_from_hf_then_to_hf_bit_for_bit(tokenizer_dir, tmp_path):
+    """A sentence encoder's pooler_output is read by users: every weight, the pooler's too, comes back identical,
+    and transformers reports nothing newly initialised in the exported folder."""
+    vocab = load_tokenizer(tokenizer_dir / "tokenizer.json").get_vocab_size()
+    torch.manual_seed(2)
+    hf = transformers.BertModel(tiny_hf_config(vocab)).eval()
+    folder = save_hf(hf, tmp_path / "encoder", tokenizer_dir, False)
+    checkpoint, _ = import_hf_bert(folder)
+    ckpt = tmp_path / "encoder.ckpt"
+    torch.save(checkpoint, ckpt)
+    out = export_hf_bert(ckpt, tmp_path / "exported")
+    original, exported = hf.state_dict(), transformers.BertModel.from_pretrained(out).state_dict()
+    assert "pooler.dense.weight" in exported
+    assert original.keys() == exported.keys()
+    for name in original:
+        assert torch.equal(original[name], exported[name]), name
+    _, info = transformers.BertModel.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    texts = ["the value was valid .", "a name"]
+    pooled = load(ckpt).encode(texts, pooling="pooler")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        theirs = hf(**hf_tok(texts, padding=True, return_tensors="pt")).pooler_output
+    torch.testing.assert_close(pooled, theirs, atol=TOL, rtol=0)
 
 
 def test_import_pretraining_folder_sharded_and_old_names(tokenizer_dir, tmp_path):

@@ -21,7 +21,7 @@ def draw(cfg: DictConfig):
     from bertlite.attention_maps import attention_maps, plot_attention
     from bertlite.inference import load
 
-    predictor = load(cfg.checkpoint, device=cfg.device)
+    predictor = load(cfg.checkpoint, device=cfg.device, trust=cfg.trust_checkpoint)
     model, tokenizer, arch = predictor.model, predictor.tokenizer, predictor.config.arch
     encoding = tokenizer.encode(cfg.text)
     ids = torch.tensor([encoding.ids[: predictor.max_positions]], device=predictor.device)

@@ -76,8 +76,15 @@ def instantiate_group(cfg: DictConfig | None) -> list:
         if node._target_.endswith("TensorBoardLogger") and not _tensorboard_available():
             log.info("TensorBoard is not installed; logging to CSV only (pip install bertlite[tensorboard])")
             continue
+        tracker = next((t for t in TRACKERS if node._target_.endswith(t)), None)
+        if tracker and importlib.util.find_spec(TRACKERS[tracker]) is None:
+            raise ConfigError(f"logger={name} needs the {TRACKERS[tracker]} package: pip install "
+                              f"'bertlite[{name}]' (or choose another logger, e.g. logger=csv)")
         objects.append(instantiate(node))
     return objects
+
+
+TRACKERS = {"MLFlowLogger": "mlflow", "WandbLogger": "wandb"}  # Lightning logger -> the module it needs
 
 
 def _tensorboard_available() -> bool:
@@ -153,15 +160,16 @@ def fit_learned_positions(model_config: dict, data_max_seq_len: int) -> None:
         model_config["max_seq_len"] = data_max_seq_len
 
 
-def fit(trainer, task, datamodule, ckpt_path: str | None) -> None:
+def fit(trainer, task, datamodule, ckpt_path: str | None, trust: bool = False) -> None:
     """trainer.fit, then save the final state as checkpoints/last.ckpt: Lightning's own ``last`` is written
-    only at validation, and training may end between two validations."""
+    only at validation, and training may end between two validations. A resume opens ``ckpt_path`` with torch's
+    weights-only loader unless ``trust`` (trust_checkpoint=true)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
     except SIGTERMException:
         # SaveOnInterrupt (conf/callbacks) has saved checkpoints/last.ckpt; 128 + SIGTERM, as the shell reports it
         log.info("Training interrupted at step %d", trainer.global_step)
@@ -173,6 +181,14 @@ def fit(trainer, task, datamodule, ckpt_path: str | None) -> None:
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             log.info("Last checkpoint: %s (step %d)", path, trainer.global_step)
+
+
+def close_trackers(trainer) -> None:
+    """A W&B run stays open until the process exits: close it when the job is done, so that its files are complete
+    and a second job in the same Python process starts a run of its own."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+            logger.experiment.finish()
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:

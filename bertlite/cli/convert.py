@@ -1,7 +1,11 @@
-"""bertlite-convert: move BERT models between Hugging Face folders and bertlite checkpoints.
+"""bertlite-convert: move models between bertlite checkpoints, bertlite model folders and Hugging Face folders.
 
     bertlite-convert from-hf /path/to/hf_bert_folder out=bert.ckpt
     bertlite-convert to-hf runs/sst2/checkpoints/best.ckpt out=exported/ [overwrite=true]
+    bertlite-convert to-folder runs/sst2/checkpoints/best.ckpt out=sst2-model/ [overwrite=true]
+
+to-folder writes a bertlite model folder (config.json, model.safetensors, tokenizer.json) for any bertlite model,
+GPT and encoder-decoder included: shareable without pickle, read by bertlite.load(<folder>) and pretrained=<folder>.
 
 from-hf reads config.json, model.safetensors (or pytorch_model.bin, sharded or not) and tokenizer.json (or
 vocab.txt) and writes a bertlite checkpoint: classification, MLM or encoder-only, after the heads the folder has.
@@ -24,24 +28,28 @@ log = logging.getLogger("bertlite.convert")
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bertlite-convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("direction", choices=["from-hf", "to-hf"])
-    parser.add_argument("source", help="an HF folder (from-hf) or a bertlite checkpoint (to-hf)")
-    parser.add_argument("options", nargs="*", help="out=<path> (required), overwrite=true")
+    parser.add_argument("direction", choices=["from-hf", "to-hf", "to-folder"])
+    parser.add_argument("source", help="an HF folder (from-hf) or a bertlite checkpoint (to-hf, to-folder)")
+    parser.add_argument("options", nargs="*",
+                        help="out=<path> (required), overwrite=true, trust_checkpoint=true (to-hf: unpickle the "
+                             "checkpoint fully; only for your own files)")
     args = parser.parse_args(argv)
     options = {}
     for item in args.options:
         key, sep, value = item.partition("=")
-        if not sep or key not in ("out", "overwrite"):
-            raise ConfigError(f"unknown option {item!r}; give out=<path> and optionally overwrite=true")
+        if not sep or key not in ("out", "overwrite", "trust_checkpoint"):
+            raise ConfigError(f"unknown option {item!r}; give out=<path> and optionally overwrite=true "
+                              "or trust_checkpoint=true")
         options[key] = value
     if not options.get("out"):
-        raise ConfigError("give the destination: out=<file.ckpt> for from-hf, out=<folder> for to-hf")
+        raise ConfigError("give the destination: out=<file.ckpt> for from-hf, out=<folder> for to-hf and to-folder")
     args.out = Path(options["out"])
     args.overwrite = options.get("overwrite", "false").lower() in ("1", "true", "yes")
+    args.trust = options.get("trust_checkpoint", "false").lower() in ("1", "true", "yes")
     return args
 
 
-def from_hf(folder: str, out: Path, overwrite: bool) -> None:
+def from_hf(folder: str, out: Path, overwrite: bool, trust: bool = False) -> None:
     from bertlite.checkpoints import save_checkpoint
     from bertlite.interop import import_hf_bert
 
@@ -56,17 +64,27 @@ def from_hf(folder: str, out: Path, overwrite: bool) -> None:
              f", labels {meta['label_names']}" if "label_names" in meta else "")
 
 
-def to_hf(checkpoint: str, out: Path, overwrite: bool) -> None:
+def to_hf(checkpoint: str, out: Path, overwrite: bool, trust: bool = False) -> None:
     from bertlite.interop import export_hf_bert
 
-    export_hf_bert(checkpoint, out, overwrite=overwrite)
+    export_hf_bert(checkpoint, out, overwrite=overwrite, trust=trust)
     log.info("Wrote %s: load it with transformers' AutoModel*.from_pretrained(%r) and AutoTokenizer", out, str(out))
+
+
+def to_folder(checkpoint: str, out: Path, overwrite: bool, trust: bool = False) -> None:
+    from bertlite.checkpoints import read_checkpoint
+    from bertlite.model_folder import save_model_folder
+
+    meta = read_checkpoint(checkpoint, trust=trust)
+    save_model_folder(meta, out, overwrite)
+    log.info("Wrote %s: a %s model folder; load it with bertlite.load(%r)", out, meta["bertlite"]["task"], str(out))
 
 
 @exit_on_user_error
 def run(argv: list[str]) -> None:
     args = parse(argv)
-    (from_hf if args.direction == "from-hf" else to_hf)(args.source, args.out, args.overwrite)
+    convert = {"from-hf": from_hf, "to-hf": to_hf, "to-folder": to_folder}[args.direction]
+    convert(args.source, args.out, args.overwrite, args.trust)
 
 
 def main() -> None:

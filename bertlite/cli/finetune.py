@@ -23,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from bertlite.atomic import write_text_atomically
 from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, check_vocabulary,
-                                 exit_on_user_error, fit, fit_learned_positions, instantiate_group, is_rank_zero,
-                                 prepare_tokenizer, register_model_presets, resolve_ckpt_path, save_resolved_config)
+                                 close_trackers, exit_on_user_error, fit, fit_learned_positions, instantiate_group,
+                                 is_rank_zero, prepare_tokenizer, register_model_presets, resolve_ckpt_path,
+                                 save_resolved_config)
 from bertlite.errors import ConfigError
 
 log = logging.getLogger("bertlite.finetune")
@@ -48,7 +49,8 @@ def finetune(cfg: DictConfig) -> dict:
     # a pretraining checkpoint (MLM, CLM, seq2seq, encoder), or hf:<folder>: an HF BERT with any head (its encoder
     # is used; a classifier head in it is not)
     pretraining_tasks = None if str(cfg.pretrained).startswith("hf:") else ("mlm", "clm", "seq2seq", "encoder")
-    pretrained = read_checkpoint(cfg.pretrained, expect_task=pretraining_tasks) if cfg.pretrained else None
+    trust = cfg.trust_checkpoint
+    pretrained = read_checkpoint(cfg.pretrained, pretraining_tasks, trust) if cfg.pretrained else None
     datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
                                                checkpoint=pretrained))
     tokenizer = datamodule.tokenizer
@@ -87,7 +89,10 @@ def finetune(cfg: DictConfig) -> dict:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                                      logger=instantiate_group(cfg.get("logger")) or False)
     apply_global_batch_size(trainer, datamodule, cfg.get("global_batch_size"))
-    fit(trainer, task, datamodule, resolve_ckpt_path(cfg.ckpt_path, output_dir))
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    if ckpt_path:  # refused or damaged files fail here, in one line, before Lightning opens them
+        read_checkpoint(ckpt_path, expect_task="classification", trust=trust)
+    fit(trainer, task, datamodule, ckpt_path, trust)
     train_seconds = time.perf_counter() - started
 
     best = best_checkpoint(trainer)
@@ -103,6 +108,7 @@ def finetune(cfg: DictConfig) -> dict:
         write_text_atomically(output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
         log.info("Validation %s: %s", cfg.data.metric, report["validation"].get(f"val/{cfg.data.metric}"))
         log.info("Wrote %s", output_dir / "metrics.json")
+    close_trackers(trainer)
     return report
 
 

@@ -15,7 +15,7 @@ from bertlite.cli.common import CONFIG_DIR, exit_on_user_error, quote_free_text
 def _main(cfg: DictConfig) -> None:
     from bertlite.inference import TextGenerator
 
-    generator = TextGenerator(cfg.checkpoint, device=cfg.device)
+    generator = TextGenerator(cfg.checkpoint, device=cfg.device, trust=cfg.trust_checkpoint)
     print(generator.generate(cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.greedy,
                              cfg.use_cache, cfg.seed, cfg.stop_at_sep))
 

@@ -44,7 +44,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     output = Path(cfg.output) if cfg.output else None
     if output is not None and output.suffix not in (".jsonl", ".csv"):
         raise ConfigError(f"output={output}: the file must end in .jsonl or .csv")
-    classifier = Classifier(cfg.checkpoint, device=cfg.device)
+    classifier = Classifier(cfg.checkpoint, device=cfg.device, trust=cfg.trust_checkpoint)
     texts, pairs = read_inputs(cfg)
     probs = classifier.predict_proba(texts, pairs, batch_size=cfg.batch_size)
     rows = []

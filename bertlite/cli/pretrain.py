@@ -19,8 +19,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, check_vocabulary,
-                                 exit_on_user_error, fit, fit_learned_positions, instantiate_group, is_rank_zero,
-                                 prepare_tokenizer, register_model_presets, resolve_ckpt_path, save_resolved_config)
+                                 close_trackers, exit_on_user_error, fit, fit_learned_positions, instantiate_group,
+                                 is_rank_zero, prepare_tokenizer, register_model_presets, resolve_ckpt_path,
+                                 save_resolved_config)
 from bertlite.errors import ConfigError
 
 log = logging.getLogger("bertlite.pretrain")
@@ -58,7 +59,7 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data, objective=task_cls.task_name)
     # a resumed or continued run keeps its vocabulary: the tokenizer comes from the checkpoint
     source = ckpt_path or init_from
-    checkpoint = read_checkpoint(source, expect_task=task_cls.task_name) if source else None
+    checkpoint = read_checkpoint(source, task_cls.task_name, cfg.trust_checkpoint) if source else None
     datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
                                                checkpoint=checkpoint))
     if checkpoint is not None:
@@ -90,11 +91,12 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                                      logger=instantiate_group(cfg.get("logger")) or False)
     apply_global_batch_size(trainer, datamodule, cfg.get("global_batch_size"))
-    fit(trainer, task, datamodule, ckpt_path)
+    fit(trainer, task, datamodule, ckpt_path, cfg.trust_checkpoint)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
         log.info("Best checkpoint: %s", best_checkpoint(trainer))
     log.info("Run directory: %s", output_dir)
+    close_trackers(trainer)
     return metrics
 
 

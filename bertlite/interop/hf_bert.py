@@ -46,6 +46,10 @@ CLASSIFIER_HEAD = {  # bertlite's ClassificationHead is BERT's pooler (dense + t
     "head.classifier.weight": "classifier.weight",
     "head.classifier.bias": "classifier.bias",
 }
+POOLER = {  # an HF BertModel's pooler, kept by bertlite's BertEncoder(pooler=True)
+    "pooler.dense.weight": "bert.pooler.dense.weight",
+    "pooler.dense.bias": "bert.pooler.dense.bias",
+}
 # present in HF files, with no counterpart here (recomputed, tied, or a pretraining-only head)
 IGNORED = re.compile(r"(position_ids$|cls\.predictions\.decoder\.(weight|bias)$)")
 

@@ -11,17 +11,16 @@ leaves no half-written export behind.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from bertlite.atomic import write_folder_atomically
 from bertlite.checkpoints import model_state, read_checkpoint
 from bertlite.data.tokenizer import CLS, MASK, PAD, SEP, UNK, tokenizer_from_json
 from bertlite.nn.attention import split_qkv
 from bertlite.errors import ConfigError
-from bertlite.interop.hf_bert import CLASSIFIER_HEAD, MLM_HEAD, backbone_names, config_to_hf
+from bertlite.interop.hf_bert import CLASSIFIER_HEAD, MLM_HEAD, POOLER, backbone_names, config_to_hf
 from bertlite.models.config import config_from_dict
 
 ARCHITECTURES = {"classification": "BertForSequenceClassification", "mlm": "BertForMaskedLM",
@@ -32,6 +31,8 @@ def hf_state_dict(task: str, state: dict[str, torch.Tensor], n_layers: int) -> d
     """bertlite weight names -> HF names (BertModel files carry no ``bert.`` prefix)."""
     names = backbone_names(n_layers)
     names.update({"classification": CLASSIFIER_HEAD, "mlm": MLM_HEAD}.get(task, {}))
+    if task == "encoder" and "pooler.dense.weight" in state:
+        names.update(POOLER)
     out = {theirs: state[ours].detach().to(torch.float32).contiguous().clone() for ours, theirs in names.items()}
     if task == "encoder":
         out = {k.removeprefix("bert."): v for k, v in out.items()}
@@ -59,11 +60,12 @@ def write_tokenizer(tokenizer_str: str, folder: Path, max_seq_len: int) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def export_hf_bert(checkpoint_path: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def export_hf_bert(checkpoint_path: str | Path, out: str | Path, overwrite: bool = False,
+                   trust: bool = False) -> Path:
     """Write the HF folder ``out``; an existing non-empty ``out`` is replaced only with ``overwrite``."""
     from safetensors.torch import save_file
 
-    checkpoint = read_checkpoint(checkpoint_path, expect_task=tuple(ARCHITECTURES))
+    checkpoint = read_checkpoint(checkpoint_path, expect_task=tuple(ARCHITECTURES), trust=trust)
     meta = checkpoint["bertlite"]
     task = meta["task"]
     config = config_from_dict(meta["model_config"])
@@ -71,21 +73,11 @@ def export_hf_bert(checkpoint_path: str | Path, out: str | Path, overwrite: bool
         raise ConfigError(f"cannot export to Hugging Face BERT: pooling={meta['pooling']!r} has no HF equivalent "
                           "(BertForSequenceClassification pools [CLS]); fine-tune with task.pooling=cls")
     hf_config = config_to_hf(config, ARCHITECTURES[task], meta.get("label_names") if task == "classification" else None)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} exists and is not empty; choose another folder or pass overwrite")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    def fill(folder: Path) -> None:
+        (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         hf_weights = hf_state_dict(task, split_qkv(model_state(checkpoint)), config.n_layers)  # HF: query, key, value
-        save_file(hf_weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        write_tokenizer(meta["tokenizer"], staging, meta.get("max_seq_len", config.max_seq_len))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return out
+        save_file(hf_weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        write_tokenizer(meta["tokenizer"], folder, meta.get("max_seq_len", config.max_seq_len))
+
+    return write_folder_atomically(out, fill, overwrite)

@@ -19,10 +19,11 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from bertlite.checkpoints import load_torch_file
 from bertlite.data.tokenizer import load_tokenizer, special_ids
 from bertlite.nn.attention import split_qkv
 from bertlite.errors import CheckpointError, ConfigError
-from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, IGNORED, MLM_HEAD, backbone_names, config_from_hf,
+from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, IGNORED, MLM_HEAD, POOLER, backbone_names, config_from_hf,
                                       normalise_hf_names)
 from bertlite.models.config import BertConfig
 from bertlite.models.encoder import BertEncoder, BertForMaskedLM, BertForSequenceClassification
@@ -47,12 +48,12 @@ class ImportReport:
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix != ".safetensors":
+        return load_torch_file(path)  # weights only: a pytorch_model.bin runs no code from the file
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from safetensors.torch import load_file
 
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_file(str(path))
     except Exception as exc:
         raise CheckpointError(f"cannot read the weights in {path} (truncated or corrupted?): "
                               f"{type(exc).__name__}: {str(exc)[:200]}") from exc
@@ -124,7 +125,11 @@ def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
         model = BertForMaskedLM(config)
         names.update(MLM_HEAD)
     else:
-        model = BertEncoder(config)
+        pooler = POOLER["pooler.dense.weight"] in state
+        model = BertEncoder(config, pooler=pooler)
+        if pooler:
+            names.update(POOLER)
+            meta = {"pooler": True}
 
     wanted = split_qkv(model.state_dict())  # HF keeps query, key and value apart; loading stacks them again
     weights = {}

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from bertlite.models.config import BertConfig
-from bertlite.models.heads import ClassificationHead, pool
+from bertlite.models.heads import ClassificationHead, Pooler, pool
 from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, padding_mask
 from bertlite.nn.feedforward import ACTIVATIONS
 from bertlite.nn.packing import PackedSequences
@@ -52,14 +52,16 @@ class BertModel(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """The encoder alone, with no head: what an HF ``BertModel`` folder holds (``bert.*`` weight names)."""
+    """The encoder alone: what an HF ``BertModel`` folder holds (``bert.*`` weight names), with its pooler when
+    the folder has one (``pooler=True``), so that the pooler's weights survive an import and an export."""
 
     backbone = "bert"
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, pooler: bool = False):
         super().__init__()
         self.config = config
         self.bert = BertModel(config)
+        self.pooler = Pooler(config.d_model) if pooler else None
         init_weights(self, config.init_std)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,

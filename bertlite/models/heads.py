@@ -27,6 +27,17 @@ def pool(hidden: Tensor, attention_mask: Tensor | None, how: str) -> Tensor:
     raise ValueError(f"unknown pooling {how!r}; choose one of {', '.join(POOLINGS)}")
 
 
+class Pooler(nn.Module):
+    """BERT's pooler: the [CLS] hidden state through a dense layer and tanh (what HF calls ``pooler_output``)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.dense = nn.Linear(d_model, d_model)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, T, C) -> (B, C)
+
+
 class ClassificationHead(nn.Module):
     """BERT's pooler (dense + tanh), dropout, then a linear layer to the labels."""
 

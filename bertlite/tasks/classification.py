@@ -89,6 +89,10 @@ class ClassificationTask(BertliteTask):
         missing, unexpected = getattr(self.model, self.model.backbone).load_state_dict(weights, strict=False)
         if missing or unexpected:
             raise ConfigError(f"pretrained weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        pooler = {k.removeprefix("model.pooler.dense."): v for k, v in state_dict.items()
+                  if k.startswith("model.pooler.dense.")}
+        if pooler and self.model.pooling == "cls":  # an HF BertModel's pretrained pooler starts the head, as in HF
+            self.model.head.dense.load_state_dict(pooler)
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
