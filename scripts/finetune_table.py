@@ -1,5 +1,5 @@
 """Fine-tune a pretraining checkpoint (and random initialisation) on the shipped classification sets,
-one bertlite-finetune run after another, and print the README's results table.
+one bertlite-finetune run after another, and print the results table of docs/results.md.
 
     python scripts/finetune_table.py --pretrained outputs/pretrain_gutenberg_mini/<run>/checkpoints/last.ckpt \
         --out outputs/finetune_table
@@ -27,7 +27,7 @@ FULL_SST2 = ["trainer.max_epochs=2", "trainer.val_check_interval=0.5"]
 SUBSET = ["data.max_train_samples=2000", "trainer.max_epochs=10"]
 RUNS = {
     # name: (data config, extra overrides, from pretrained?). The 2k-subset settings were the best of a sweep on
-    # seed 42 for both starts (README): lr 1e-4 or 3e-4, [CLS] or mean pooling.
+    # seed 42 for both starts (docs/results.md): lr 1e-4 or 3e-4, [CLS] or mean pooling.
     # full SST-2: two epochs fit the 20-minute budget on a 2-core AVX2 CPU in fp32; validated every half epoch
     "sst2": ("sst2", [*FULL_SST2, "task.lr=1e-4"], True),
     "sst2_random": ("sst2", [*FULL_SST2, "task.lr=1e-4"], False),

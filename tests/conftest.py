@@ -75,11 +75,42 @@ TINY_RUN = [
 ]
 
 
-def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run an entry point in a fresh interpreter, as a user would."""
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 300,
+            subprocess_run: bool = False) -> subprocess.CompletedProcess:
+    """Run an entry point as its console script does: ``main()`` with ``sys.argv`` set, in this process (a fresh
+    interpreter would spend most of a test importing Lightning again), with stdout and stderr captured and the exit
+    status taken from SystemExit. ``subprocess_run=True`` starts a fresh interpreter instead, as a user would."""
+    if subprocess_run:
+        env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    import contextlib
+    import importlib
+    import io
+    import logging
+    import traceback
+
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    handlers = logging.getLogger().handlers[:]
+    code = 0
+    try:
+        sys.argv = [module, *args]
+        os.chdir(cwd or REPO)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except Exception:  # what the interpreter would print before exiting with 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        logging.getLogger().handlers[:] = handlers  # Hydra's job logging points at the captured streams
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Rows of the README's bad-input table that no other test file covers (the table names every row's test)."""
+"""Rows of the bad-input table in docs/failures.md that no other test file covers (the table names every row's test)."""
 
 from __future__ import annotations
 

@@ -163,7 +163,8 @@ def test_readme_csv_example_with_string_labels_in_a_label_column(tmp_path):
                 writer.writerow([f"the value was {word} .", label])
     result = run_cli("bertlite.finetune", *args, "model=bert-tiny", "model.d_model=64", "model.n_heads=2",
                      "model.d_ff=128", "tokenizer.vocab_size=200", "data.max_seq_len=32", "trainer.max_epochs=2",
-                     "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+                     "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+                     subprocess_run=True)  # a real console run, as the README's reader types it
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["labels"] == ["negative", "positive"]

@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 
 
 def train(mode: str, batch_per_process: int, out) -> dict:
-    result = run_cli("tests.distributed_worker", mode, str(batch_per_process), str(out), timeout=300)
+    result = run_cli("tests.distributed_worker", mode, str(batch_per_process), str(out), timeout=300,
+                     subprocess_run=True)  # its own process: ddp_spawn and fully_shard start workers
     assert result.returncode == 0, result.stderr[-3000:]
     return torch.load(out, weights_only=False)
 

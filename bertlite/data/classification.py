@@ -4,7 +4,7 @@ Labels may be strings or integers. Their names come from the training split (sor
 model, and a label in validation or test data that training never saw is an error.
 Batches are padded dynamically to their longest row. ``group_by_length`` puts rows of similar length
 together so that little padding is left; it is off by default for training, because where length goes with
-the label it makes label-skewed batches and costs accuracy (README, "Length-grouped batches").
+the label it makes label-skewed batches and costs accuracy (docs/results.md, "Length-grouped batches").
 """
 
 from __future__ import annotations
