@@ -208,6 +208,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (batches) per case before timing")
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions; the median is reported")
     p.add_argument("--finetune-reps", type=int, default=3, help="repetitions of the SST-2 passes")
+    p.add_argument("--finetune-size", default=None,
+                   help="the model of the fine-tuning and inference sections (CPU bert-mini, GPU bert-base)")
     p.add_argument("--finetune-examples", type=int, default=2000)
     p.add_argument("--finetune-batch-size", type=int, default=32)
     p.add_argument("--inference-examples", type=int, default=2000)
@@ -227,6 +229,7 @@ def parse_args(argv=None):
     args.batch_size = args.batch_size or (256 if gpu else 32)
     args.base_batch_size = args.base_batch_size or (256 if gpu else 8)
     args.steps = args.steps or (20 if gpu else 5)
+    args.finetune_size = args.finetune_size or ("bert-base" if gpu and not args.quick else "bert-mini")
     return args
 
 
@@ -242,7 +245,7 @@ def main(argv=None) -> dict:
     sections = {
         "mlm": lambda: train.mlm_sections(env, tokenizer, Case, run_cases),
         "clm": lambda: train.clm_sections(env, tokenizer, Case, run_cases),
-        "finetune": lambda: [("SST-2 fine-tuning, bert-mini: one pass", "examples/s",
+        "finetune": lambda: [(f"SST-2 fine-tuning, {args.finetune_size}: one pass", "examples/s",
                               run_cases(env, text.finetune_cases(env, tokenizer, Case), args.finetune_reps,
                                         not args.no_memory))],
         "inference": lambda: inference_section(env, tokenizer),

@@ -116,7 +116,7 @@ def finetune_datamodule(args, tokenizer):
 
 
 def finetune_cases(env, tokenizer, make_case):
-    """SST-2 fine-tuning at bert-mini shape: one pass over the same sentences per repetition.
+    """SST-2 fine-tuning at --finetune-size (bert-mini on a CPU, bert-base on a GPU): one pass per repetition.
     bertlite: ClassificationDataModule (dynamic padding to a multiple of 8, its default batching: random order)
     + BertForSequenceClassification;
     transformers: BertForSequenceClassification with batches padded to 128 (run_glue.py's default) or padded
@@ -127,7 +127,7 @@ def finetune_cases(env, tokenizer, make_case):
     from bertlite.models.encoder import BertForSequenceClassification
 
     args, device = env.args, env.device
-    config = env.model_config("bert-mini", vocab_size=tokenizer.get_vocab_size())
+    config = env.model_config(args.finetune_size, vocab_size=tokenizer.get_vocab_size())
     batch_size, max_len = args.finetune_batch_size, args.seq_len
 
     dm = finetune_datamodule(args, tokenizer)
@@ -214,7 +214,7 @@ def inference_cases(env, tokenizer, make_case, results: dict):
     if args.classifier:
         ckpt = Path(args.classifier)
     else:
-        config = env.model_config("bert-mini", vocab_size=tokenizer.get_vocab_size(), max_seq_len=args.seq_len)
+        config = env.model_config(args.finetune_size, vocab_size=tokenizer.get_vocab_size(), max_seq_len=args.seq_len)
         ckpt = classifier_checkpoint(config, tokenizer, WORK / "classifier.ckpt")
     hf_dir = export_hf_bert(ckpt, WORK / "classifier-hf", overwrite=True)
     texts = sst2(args.data_dir, args.inference_examples)[0]

@@ -101,10 +101,12 @@ def mlm_sections(env, tokenizer, Case, run_cases) -> list:
                 return training_case(env, Case, model, optimizer, loss_fn, batches, flops)
             return make
 
-        def hf_case():
+        def hf_case(compile: bool = False):
             config = env.model_config(size, vocab_size=vocab, dropout=0.1, attention_dropout=0.1)
             hf_model = AutoModelForMaskedLM.from_config(text.hf_bert_config(config, "BertForMaskedLM"),
                                                         attn_implementation="sdpa").to(env.device)
+            if compile:
+                hf_model.compile()
             batches = [hf_collate(rs) for rs in rows]
             loss_fn = lambda m, b: m(input_ids=b["input_ids"], labels=b["labels"]).loss  # noqa: E731
             flops = training_flops(config, batch_size, args.seq_len) / tokens  # logits at every position
@@ -131,6 +133,7 @@ def mlm_sections(env, tokenizer, Case, run_cases) -> list:
                      "transformers BertForMaskedLM, sdpa (dropout 0.1, 15% masked)": hf_case}
         if args.compile:
             factories["bertlite, default recipe + torch.compile"] = bertlite_case(d, p, True)
+            factories["transformers BertForMaskedLM, sdpa + torch.compile"] = lambda: hf_case(compile=True)
         precision = "bf16 autocast" if env.bf16 else "fp32"
         title = f"MLM training step, {size}, batch {batch_size} x {args.seq_len}, vocab {vocab}, {precision}"
         results.append((title, "tokens/s", run_cases(env, factories, args.reps, not args.no_memory)))

@@ -132,3 +132,29 @@ def test_a_damaged_folder_is_one_clear_error(damage, message, tokenizer, tmp_pat
         config.write_text(json.dumps(values))
     with pytest.raises(CheckpointError, match=message):
         bertlite.load(folder)
+
+
+def test_pretrain_init_from_and_finetune_pretrained_accept_a_model_folder(pretrain_run, tiny_corpus, sentiment_csv,
+                                                                          tmp_path):
+    """The pretraining checkpoint as a folder: init_from= continues from its exact weights (lr 0 keeps them), and
+    pretrained= fine-tunes from its encoder."""
+    from tests.conftest import TINY_RUN, run_cli
+
+    source = pretrain_run / "checkpoints" / "last.ckpt"
+    folder = bertlite.load(source).save_pretrained(tmp_path / "mlm-folder")
+    result = run_cli("bertlite.pretrain", *TINY_RUN, "data=text_files", f"data.train_files={tiny_corpus}",
+                     "trainer.max_steps=2", "task.lr=0", f"init_from={folder}", f"hydra.run.dir={tmp_path / 'pre'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    before = read_checkpoint(source)["state_dict"]
+    after = read_checkpoint(tmp_path / "pre" / "checkpoints" / "last.ckpt")["state_dict"]
+    for name, weight in before.items():
+        assert torch.equal(after[name], weight), name
+
+    train, dev = sentiment_csv
+    result = run_cli("bertlite.finetune", "data=csv", f"data.train_file={train}", f"data.validation_file={dev}",
+                     "data.text_column=review", "data.label_column=sentiment", "data.max_seq_len=32",
+                     "trainer.max_steps=2", "trainer.max_epochs=-1", "callbacks.progress_bar=null",
+                     f"pretrained={folder}", f"hydra.run.dir={tmp_path / 'ft'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    tuned = bertlite.load(tmp_path / "ft" / "checkpoints" / "last.ckpt")
+    assert tuned.tokenizer.to_str() == bertlite.load(folder).tokenizer.to_str()
