@@ -125,8 +125,10 @@ def peak_memory(make: Callable[[], Case], env: Env) -> float | None:
 # --- timing -------------------------------------------------------------------------------------------
 def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, memory: bool = True) -> list[dict]:
     """Build every case, warm each up, then time ``reps`` interleaved repetitions. The first case whose name
-    starts with 'transformers' is the reference of the ratio column."""
-    cases = {name: make() for name, make in factories.items()}
+    starts with 'transformers' is the reference of the ratio column. ``--cases`` keeps only the rows whose
+    names contain one of its strings."""
+    keep = env.args.cases
+    cases = {name: make() for name, make in factories.items() if not keep or any(k in name for k in keep)}
     for case in cases.values():
         case.warmup()
     env.sync()
@@ -215,6 +217,8 @@ def parse_args(argv=None):
     p.add_argument("--inference-examples", type=int, default=2000)
     p.add_argument("--inference-batch-size", type=int, default=64)
     p.add_argument("--classifier", default=None, help="a classification checkpoint (default: random weights)")
+    p.add_argument("--cases", nargs="+", default=None,
+                   help="only the rows whose names contain one of these strings (e.g. 'default recipe' 'Trainer.fit')")
     p.add_argument("--compile", action="store_true", help="add a torch.compile'd bertlite row to mlm and clm")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument("--peak-flops", type=float, default=None, help="the device's peak FLOP/s, for MFU")

@@ -196,3 +196,25 @@ def test_extend_schedule_rewarms_then_decays_to_the_new_end(tmp_path):
 def test_a_run_without_an_end_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"no end \(trainer.max_steps=-1 and trainer.max_epochs=-1\)"):
         _fit(tmp_path, -1)
+
+
+@pytest.mark.parametrize("task_name", ["mlm", "classification"])
+def test_weight_decay_survives_fsdp_flattening_the_parameters(task_name):
+    """trainer=fsdp (use_orig_params=True) wraps the model before configure_optimizers: every parameter is then a
+    flat 1-D view and its name carries the wrapper's prefix. Decay is decided by name, recorded before wrapping;
+    the old rule (p.ndim >= 2) put every weight in the no-decay group there, silently."""
+    from bertlite.tasks import ClassificationTask, MaskedLMTask
+    from bertlite.tasks.optim import plain_name
+
+    config = dict(arch="bert", vocab_size=100, d_model=32, n_heads=2, d_ff=64, n_layers=2, max_seq_len=32)
+    task = (MaskedLMTask(config, weight_decay=0.05) if task_name == "mlm"
+            else ClassificationTask(config, num_labels=2, label_names=["a", "b"], weight_decay=0.05))
+    matrices = {id(p) for p in task.model.parameters() if p.ndim >= 2}
+    assert matrices and len(matrices) < len(list(task.model.parameters()))
+    with torch.no_grad():
+        for p in task.model.parameters():
+            p.data = p.data.flatten()  # what FSDP's flat parameter views look like
+    decayed = {id(p) for g in task.parameter_groups() if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == matrices
+    assert plain_name("bert.encoder.layers.0._fsdp_wrapped_module.self_attn.qkv_proj.weight") == \
+        "bert.encoder.layers.0.self_attn.qkv_proj.weight"

@@ -16,7 +16,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from bertlite.errors import ConfigError
 from bertlite.precision import check_compile, compile_model, resolve_compile
 from bertlite.models.config import config_from_dict
-from bertlite.tasks.optim import SCHEDULES, WarmupDecay, build_adamw, parameter_groups
+from bertlite.tasks.optim import SCHEDULES, WarmupDecay, build_adamw, no_decay_names, parameter_groups
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class BertliteTask(L.LightningModule):
         self.save_hyperparameters()
         self.model_config = config_from_dict(model)
         self.model = self.build_model(self.model_config)
+        self.no_decay = no_decay_names(self.model)  # by name, before FSDP flattens the parameters
         self.compiled: bool | None = None  # decided in configure_model, once the device is known
         self.tokenizer_json: str | None = None  # set before training; saved in every checkpoint
         self.trained_seq_len: int | None = None  # the longest input position training has reached (checkpoints)
@@ -116,7 +117,7 @@ class BertliteTask(L.LightningModule):
         log.info("Extending the schedule: %r (was %r)", extension, restored)
 
     def parameter_groups(self) -> list[dict]:
-        return parameter_groups(self.model, self.hparams.weight_decay, self.hparams.lr)
+        return parameter_groups(self.model, self.hparams.weight_decay, self.hparams.lr, no_decay=self.no_decay)
 
     # --- self-contained checkpoints -----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -78,7 +78,7 @@ class ClassificationTask(BertliteTask):
     def parameter_groups(self) -> list[dict]:
         hp = self.hparams
         depth = self.model_config.n_layers + getattr(self.model_config, "n_decoder_layers", 0)
-        return parameter_groups(self.model, hp.weight_decay, hp.lr, hp.layerwise_lr_decay, depth)
+        return parameter_groups(self.model, hp.weight_decay, hp.lr, hp.layerwise_lr_decay, depth, self.no_decay)
 
     def load_encoder(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Copy a pretrained backbone (``bert.*``, ``gpt.*`` or ``transformer.*`` of a pretraining checkpoint)."""

@@ -20,18 +20,35 @@ def layer_depth(name: str, n_layers: int) -> int:
     return 0 if "embeddings" in name else n_layers + 1
 
 
+WRAPPERS = re.compile(r"(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")  # FSDP, checkpoint, compile
+
+
+def plain_name(name: str) -> str:
+    """A parameter's name without the wrappers' module prefixes: the name it has in the unwrapped model."""
+    return WRAPPERS.sub("", name)
+
+
+def no_decay_names(model: nn.Module) -> frozenset[str]:
+    """The parameters that do not decay: biases and LayerNorm parameters, the 1-D ones. Recorded on the unwrapped
+    model: FSDP (use_orig_params=True) later shows every parameter as a flat 1-D view, where shape tells nothing."""
+    return frozenset(plain_name(name) for name, p in model.named_parameters() if p.ndim < 2)
+
+
 def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
-                     layerwise_lr_decay: float = 1.0, n_layers: int = 0) -> list[dict]:
-    """AdamW groups. Weight matrices and embeddings decay; biases and LayerNorm parameters (1-D) do not.
+                     layerwise_lr_decay: float = 1.0, n_layers: int = 0,
+                     no_decay: frozenset[str] | None = None) -> list[dict]:
+    """AdamW groups. Weight matrices and embeddings decay; biases and LayerNorm parameters do not, decided by
+    name from ``no_decay`` (``no_decay_names`` of the model before any wrapping; default: the model as it is now).
 
     With layerwise_lr_decay < 1 (fine-tuning, as in ELECTRA), a parameter at depth d gets
     lr * decay^(n_layers + 1 - d): the head the full rate, each layer below a little less.
     """
+    no_decay = no_decay_names(model) if no_decay is None else no_decay
     groups: dict[tuple[bool, int], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        decay = p.ndim >= 2
+        decay = plain_name(name) not in no_decay
         depth = layer_depth(name, n_layers) if layerwise_lr_decay != 1.0 else 0
         if (decay, depth) not in groups:
             label = "decay" if decay else "no_decay"
