@@ -121,3 +121,13 @@ def test_bad_input_gives_one_clear_error(case, tmp_path):
     expected = {"missing_file": "not found", "empty_corpus": "empty", "unknown_preset": "bert-colossal",
                 "bad_override": "max_stepz"}[case]
     assert expected in result.stderr
+
+
+def test_val_check_interval_counts_optimizer_steps_under_accumulation(tiny_corpus, tmp_path):
+    """global_batch_size=16 with data.batch_size=8 accumulates 2 batches per step. Lightning counts
+    val_check_interval in batches: validation came every 1.5 optimizer steps, mid-accumulation. Now every 3 steps."""
+    result = run_cli("bertlite.pretrain", *TINY_RUN, "data=text_files", f"data.train_files={tiny_corpus}",
+                     "global_batch_size=16", "trainer.max_steps=6", "trainer.val_check_interval=3",
+                     f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [step for step, _ in logged(tmp_path, "val/loss")] == [2, 5]  # after optimizer steps 3 and 6

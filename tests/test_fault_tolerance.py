@@ -161,6 +161,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, che
 class FakeTrainer:
     def __init__(self, devices, nodes=1, accumulate=1):
         self.num_devices, self.num_nodes, self.accumulate_grad_batches, self.loggers = devices, nodes, accumulate, []
+        self.val_check_interval = 1.0
 
 
 class FakeData:

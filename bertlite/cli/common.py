@@ -209,7 +209,8 @@ def apply_global_batch_size(trainer, datamodule, global_batch_size: int | None) 
     """Keep the effective batch (per-device batch x accumulation x devices x nodes) constant when the number
     of devices changes. With ``global_batch_size`` set, ``data.batch_size`` is the most one device holds at
     once: the per-device batch and ``accumulate_grad_batches`` are derived from it (the fewest accumulation
-    steps that fit). Returns the figures, which are logged."""
+    steps that fit). An integer ``trainer.val_check_interval`` counts optimizer steps, whatever the accumulation.
+    Returns the figures, which are logged."""
     world = trainer.num_devices * trainer.num_nodes
     if global_batch_size:
         if global_batch_size % world:
@@ -219,6 +220,10 @@ def apply_global_batch_size(trainer, datamodule, global_batch_size: int | None) 
         share, most = global_batch_size // world, datamodule.batch_size
         accumulate = next(a for a in range(-(-share // most), share + 1) if share % a == 0)
         datamodule.batch_size, trainer.accumulate_grad_batches = share // accumulate, accumulate
+    if isinstance(trainer.val_check_interval, int) and trainer.accumulate_grad_batches > 1:
+        # Lightning counts val_check_interval in batches, and with accumulation a batch is a fraction of a step:
+        # validation (and last.ckpt) would come mid-step and more often than configured. It is optimizer steps.
+        trainer.val_check_interval *= trainer.accumulate_grad_batches
     figures = {"per_device_batch_size": datamodule.batch_size,
                "accumulate_grad_batches": trainer.accumulate_grad_batches, "world_size": world}
     figures["effective_batch_size"] = figures["per_device_batch_size"] * figures["accumulate_grad_batches"] * world
