@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable
 
+from bertlite.errors import ConfigError
+
 
 def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
     """``write(file)`` into a temporary file beside ``path``, fsync it, then rename it over ``path``."""
@@ -41,8 +43,6 @@ def write_text_atomically(path: str | Path, text: str) -> None:
 def write_folder_atomically(out: str | Path, fill: Callable[[Path], object], overwrite: bool = False) -> Path:
     """``fill(folder)`` writes a folder's files into a staging folder beside ``out``, which then replaces ``out``.
     A failure leaves ``out`` as it was; an existing non-empty ``out`` is replaced only with ``overwrite``."""
-    from bertlite.errors import ConfigError
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ConfigError(f"{out} exists and is not empty; choose another folder or pass overwrite")

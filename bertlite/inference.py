@@ -210,8 +210,10 @@ class Encoder(Predictor):
         out = torch.empty(len(texts), self.config.d_model)
         for idx, batch in self.batches(texts, text_pairs, batch_size):
             hidden = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            pooled = self.model.pooler(hidden) if pooling == "pooler" else pool(hidden, batch["attention_mask"], pooling)
-            out[idx] = pooled.float().cpu()
+            if pooling == "pooler":
+                out[idx] = self.model.pooler(hidden).float().cpu()
+            else:
+                out[idx] = pool(hidden, batch["attention_mask"], pooling).float().cpu()
         return out
 
 
@@ -224,7 +226,8 @@ def load(path: str | Path, device: str | torch.device | None = None, dtype: str 
     """The predictor that fits the checkpoint's task: a Classifier, a MaskedLM, an Encoder or a TextGenerator.
     ``path`` is a bertlite checkpoint, a bertlite model folder (see save_pretrained), or ``hf:<folder>`` for a Hugging
     Face BERT folder. ``dtype``: None (bf16 on a GPU that supports it, else fp32), "bf16", "fp32", "fp16" or a
-    torch.dtype; probabilities and embeddings come back in fp32 whatever it is. ``compile``: "auto" (torch.compile on a GPU only), true or false.
+    torch.dtype; probabilities and embeddings come back in fp32 whatever it is. ``compile``: "auto" (torch.compile
+    on a GPU only), true or false.
     The file is opened with torch's weights-only loader, which runs no code from it; ``trust=True`` unpickles it
     fully, for your own files only (see bertlite.checkpoints)."""
     resolve_dtype(dtype, pick_device(device))  # a bad value fails before the checkpoint is read

@@ -75,9 +75,9 @@ def to_folder(checkpoint: str, out: Path, overwrite: bool, trust: bool = False) 
     from bertlite.checkpoints import read_checkpoint
     from bertlite.model_folder import save_model_folder
 
-    meta = read_checkpoint(checkpoint, trust=trust)
-    save_model_folder(meta, out, overwrite)
-    log.info("Wrote %s: a %s model folder; load it with bertlite.load(%r)", out, meta["bertlite"]["task"], str(out))
+    loaded = read_checkpoint(checkpoint, trust=trust)
+    save_model_folder(loaded, out, overwrite)
+    log.info("Wrote %s: a %s model folder; load it with bertlite.load(%r)", out, loaded["bertlite"]["task"], str(out))
 
 
 @exit_on_user_error

@@ -218,12 +218,14 @@ class MultiHeadAttention(nn.Module):
     def forward_packed(self, x: Tensor, packed: PackedSequences) -> Tensor:
         """Self-attention on a padding-free batch: x (N, C), the real tokens of B sentences -> (N, C)."""
         n, c = x.shape
-        q, k, v = (p.view(n, self.n_heads, self.d_k) for p in self.project(x))  # 3 x (N, h, d_k)
         if packed.nested and not (self.alibi or self.record_weights):
+            q, k, v = (p.view(n, self.n_heads, self.d_k) for p in self.project(x))  # 3 x (N, h, d_k)
             out = attention_varlen(q, k, v, packed, self.dropout if self.training else 0.0)
-        else:  # back to (B, h, T, d_k) for attention alone; the projections above ran on the real tokens only
-            q, k, v = (packed.pad(p).transpose(1, 2) for p in (q, k, v))
-            t = q.size(2)
-            bias = alibi_bias(self.alibi_slopes, t, t) if self.alibi else None  # (h, T, T)
-            out = packed.pack(self.attend(q, k, v, packed.key_mask, bias=bias).transpose(1, 2))  # (N, h, d_k)
-        return self.out_proj(out.reshape(n, c))  # concatenate the heads
+            return self.out_proj(out.reshape(n, c))  # concatenate the heads
+        # back to (B, T, 3C) for attention alone: the projections run on the real tokens only
+        qkv = packed.pad(self.qkv_proj(x))
+        q, k, v = (self.split_heads(p) for p in qkv.split(self.d_model, dim=-1))  # 3 x (B, h, T, d_k)
+        b, _, t, _ = q.shape
+        bias = alibi_bias(self.alibi_slopes, t, t) if self.alibi else None  # (h, T, T)
+        out = self.attend(q, k, v, packed.key_mask, bias=bias).transpose(1, 2).reshape(b, t, c)  # concatenate heads
+        return self.out_proj(packed.pack(out))  # (N, C)
