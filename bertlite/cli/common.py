@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import logging
 import os
 import re
@@ -125,7 +126,9 @@ def prepare_tokenizer(tok_cfg: DictConfig, target: Path, texts: Callable[[], Ite
                 raise ConfigError(f"rank zero did not write {target} within an hour")
             time.sleep(1)
         return load_tokenizer(target)
-    return get_or_train_tokenizer(tok_cfg.path, target, iter(texts()), tok_cfg.vocab_size, tok_cfg.lowercase)
+    samples = tok_cfg.get("train_samples")  # the first N texts (of a stream, say); null: all of them
+    return get_or_train_tokenizer(tok_cfg.path, target, itertools.islice(texts(), samples), tok_cfg.vocab_size,
+                                  tok_cfg.lowercase)
 
 
 def check_vocabulary(tokenizer, checkpoint: dict, checkpoint_path: str, option: str = "tokenizer.path") -> None:

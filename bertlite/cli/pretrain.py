@@ -56,6 +56,8 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     if init_from and ckpt_path:
         raise ConfigError("give either ckpt_path (resume a run: its optimizer, schedule and step count) or "
                           "init_from (start a new run from a checkpoint's weights), not both")
+    if cfg.data.get("streaming"):
+        check_streaming(cfg)
     datamodule = instantiate(cfg.data, objective=task_cls.task_name)
     # a resumed or continued run keeps its vocabulary: the tokenizer comes from the checkpoint
     source = ckpt_path or init_from
@@ -98,6 +100,19 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     log.info("Run directory: %s", output_dir)
     close_trackers(trainer)
     return metrics
+
+
+def check_streaming(cfg: DictConfig) -> None:
+    """A stream has no length: the run is counted in steps, and validation comes every N steps."""
+    if cfg.trainer.get("max_steps", -1) in (-1, None):
+        raise ConfigError("data.streaming=true reads the corpus as training goes, with no end of epoch: set "
+                          "trainer.max_steps=N")
+    if not isinstance(cfg.trainer.get("val_check_interval"), int):
+        raise ConfigError("data.streaming=true: validate every N optimizer steps, trainer.val_check_interval=N (an "
+                          f"integer; got {cfg.trainer.get('val_check_interval')!r})")
+    if cfg.tokenizer.get("train_samples") is None and not cfg.tokenizer.path:
+        cfg.tokenizer.train_samples = 100_000
+        log.info("Training the tokenizer on the first 100,000 documents of the stream (tokenizer.train_samples)")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")

@@ -9,6 +9,11 @@
 
 Each objective collates random training batches and, through ``fix``, corrupts the validation blocks once
 with a fixed seed so that every evaluation scores the same task.
+
+Training rows may carry a ``mask_seed`` (the samplers of pretraining.py and streaming.py name every block of
+every pass with one): the row is then corrupted with its own generator seeded by it, so the masks do not
+depend on the global RNG (which every rank seeds alike), on the batch a row lands in, on the DataLoader
+worker, or on where a run was resumed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from bertlite.data.tokenizer import special_ids
 
 def stack(rows: list[dict], key: str) -> Tensor:
     return torch.stack([torch.as_tensor(r[key]) for r in rows])
+
+
+def row_generators(rows: list[dict]) -> list[torch.Generator | None]:
+    """One generator per row, seeded by its ``mask_seed``; None (the global RNG) for rows without one."""
+    return [torch.Generator().manual_seed(int(r["mask_seed"])) if "mask_seed" in r else None for r in rows]
 
 
 def pad(sequences: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -48,6 +58,9 @@ class MaskedLM:
         input_ids = stack(rows, "input_ids")
         if "labels" in rows[0]:
             labels = stack(rows, "labels")
+        elif "mask_seed" in rows[0]:  # each row masked by its own generator
+            rows_masked = [self.masker(ids[None], g) for ids, g in zip(input_ids, row_generators(rows))]
+            input_ids, labels = (torch.cat(parts) for parts in zip(*rows_masked))
         else:
             input_ids, labels = self.masker(input_ids)
         positions, targets = labels_to_targets(labels)
@@ -100,6 +113,8 @@ class TextInfilling:
         blocks = stack(rows, "input_ids")
         if "src_ids" in rows[0]:
             sources = [torch.as_tensor(r["src_ids"]) for r in rows]
+        elif "mask_seed" in rows[0]:
+            sources = [self.corrupt(b, g) for b, g in zip(blocks, row_generators(rows))]
         else:
             sources = [self.corrupt(b, generator) for b in blocks]
         src_ids, src_mask = pad(sources, self.pad_id)

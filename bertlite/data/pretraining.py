@@ -6,6 +6,7 @@ document ends with [SEP]. No padding is needed, so every position of every batch
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Sequence
 
@@ -17,7 +18,8 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from bertlite.data.objectives import OBJECTIVES
-from bertlite.data.resumable import ResumableDataLoader, ResumableSampler
+from bertlite.data.resumable import KeyedRows, ResumableDataLoader, ResumableSampler
+from bertlite.data.streaming import StreamingBlocks, stream_loader
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
 from bertlite.data.tokenizer import special_ids
 from bertlite.errors import ConfigError, DataError
@@ -66,6 +68,34 @@ def load_text_corpus(
     if len(dsd["validation"]) == 0:
         raise DataError("the validation split is empty; give data.validation_files or a larger validation_fraction")
     return dsd
+
+
+def load_text_stream(source: str = "files", train_files=None, format: str | None = None, path: str | None = None,
+                     name: str | None = None, text_column: str = "text") -> datasets.IterableDataset:
+    """The training documents as a ``datasets.IterableDataset``: read as they are needed, never cached whole."""
+    if source == "hub":
+        if not path:
+            raise DataError("data.source=hub needs data.path (and optionally data.name), e.g. data.path=wikitext")
+        try:
+            stream = datasets.load_dataset(path, name, split="train", streaming=True)
+        except Exception as exc:
+            raise DataError(f"cannot stream hub data set {path!r} (name={name!r}): {type(exc).__name__}: {exc}. "
+                            "Without internet, use local files: data=text_files data.train_files=<files>") from exc
+    elif source == "files":
+        if not train_files:
+            raise DataError("no training files: set data.train_files=/path/to/shards/*.jsonl.gz (text, jsonl, "
+                            "csv or parquet, compressed or not)")
+        stream = load_files({"train": expand_files(train_files, "training file")}, format, streaming=True)["train"]
+    else:
+        raise DataError(f"data.streaming=true reads data.source=files or hub, not {source!r}")
+    try:
+        first = next(iter(stream.take(1)))
+    except StopIteration:
+        raise DataError("the training corpus is empty; check data.train_files") from None
+    if text_column not in first:
+        raise DataError(f"column {text_column!r} not found; available columns: {', '.join(first)}. "
+                        "Set data.text_column=<one of them>")
+    return stream
 
 
 def tokenize_and_pack(ds: datasets.Dataset, tokenizer: Tokenizer, text_column: str, max_seq_len: int,
@@ -121,8 +151,12 @@ class PretrainingDataModule(L.LightningDataModule):
         num_workers: int = 0,
         num_proc: int | None = None,
         seed: int = 0,
+        streaming: bool = False,
+        shuffle_buffer: int = 10000,
+        validation_blocks: int = 1000,
     ):
         super().__init__()
+        self.streaming, self.shuffle_buffer, self.validation_blocks = streaming, shuffle_buffer, validation_blocks
         self.corpus_kwargs = dict(source=source, train_files=train_files, validation_files=validation_files,
                                   format=format, path=path, name=name, text_column=text_column,
                                   validation_fraction=validation_fraction, seed=seed)
@@ -141,6 +175,7 @@ class PretrainingDataModule(L.LightningDataModule):
         self.train_dataset: datasets.Dataset | None = None
         self.val_dataset: datasets.Dataset | None = None
         self.raw: datasets.DatasetDict | None = None
+        self.stream: datasets.IterableDataset | None = None
 
     def set_tokenizer(self, tokenizer: Tokenizer) -> None:
         """The tokenizer may be trained on this module's own corpus, so it can arrive after construction."""
@@ -153,8 +188,22 @@ class PretrainingDataModule(L.LightningDataModule):
         return self.raw
 
     def train_texts(self):
-        """The training text, for fitting a tokenizer."""
+        """The training text, for fitting a tokenizer (streamed from the start of the corpus when streaming)."""
+        if self.streaming:
+            return (row[self.text_column] for row in self.training_stream() if row[self.text_column].strip())
         return self.corpus()["train"][self.text_column]
+
+    def training_stream(self) -> datasets.IterableDataset:
+        if self.stream is None:
+            kw = self.corpus_kwargs
+            self.stream = load_text_stream(kw["source"], kw["train_files"], kw["format"], kw["path"], kw["name"],
+                                           self.text_column)
+        return self.stream
+
+    def stream_blocks(self, rank: int = 0, world_size: int = 1, **kwargs) -> StreamingBlocks:
+        holdout = 0 if self.corpus_kwargs["validation_files"] else self.validation_blocks
+        return StreamingBlocks(self.training_stream(), self.tokenizer, self.text_column, self.max_seq_len,
+                               self.shuffle_buffer, self.seed, rank, world_size, holdout=holdout, **kwargs)
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node before setup(): the tokenized and packed blocks
@@ -169,6 +218,9 @@ class PretrainingDataModule(L.LightningDataModule):
             return
         if self.tokenizer is None:
             raise RuntimeError("call set_tokenizer() before setup()")
+        if self.streaming:
+            self.build_streaming()
+            return
         raw = self.corpus()
         self.train_dataset = tokenize_and_pack(raw["train"], self.tokenizer, self.text_column, self.max_seq_len,
                                                self.num_proc).with_format("torch")
@@ -183,6 +235,29 @@ class PretrainingDataModule(L.LightningDataModule):
         log.info("Pretraining blocks of %d tokens: %d train, %d validation", self.max_seq_len,
                  len(self.train_dataset), len(self.val_dataset))
 
+    def build_streaming(self) -> None:
+        """Training blocks are read as they are needed (train_dataloader); validation is fixed: the validation
+        files, or the first ``validation_blocks`` blocks of the stream's first shard, which training skips."""
+        self.train_dataset = self.stream_blocks()
+        if self.corpus_kwargs["validation_files"]:
+            files = expand_files(self.corpus_kwargs["validation_files"], "validation file")
+            texts = load_files({"validation": files}, self.corpus_kwargs["format"])["validation"]
+            require_column(texts, self.text_column, "data.text_column")
+            val = tokenize_and_pack(texts, self.tokenizer, self.text_column, self.max_seq_len)
+        else:
+            first = itertools.islice(self.train_dataset.shard_blocks(0), self.validation_blocks)
+            val = datasets.Dataset.from_dict({"input_ids": [ids for _, ids, _ in first]})
+            if len(val) < self.validation_blocks:
+                raise DataError(f"the stream's first shard holds {len(val)} blocks, fewer than the "
+                                f"data.validation_blocks={self.validation_blocks} held out for validation; lower "
+                                "it or give data.validation_files")
+        if self.max_eval_blocks is not None:
+            val = val.select(range(min(self.max_eval_blocks, len(val))))
+        self.val_dataset = self.corrupt_once(val)
+        log.info("Streaming blocks of %d tokens from %d shards (shuffled in windows of %d blocks); %d validation "
+                 "blocks", self.max_seq_len, self.training_stream().num_shards, self.shuffle_buffer,
+                 len(self.val_dataset))
+
     def corrupt_once(self, ds: datasets.Dataset) -> datasets.Dataset:
         ids = torch.from_numpy(np.stack(ds.with_format("numpy")["input_ids"]))  # (N, T)
         fixed = self.objective.fix(ids, torch.Generator().manual_seed(self.seed))
@@ -193,8 +268,12 @@ class PretrainingDataModule(L.LightningDataModule):
         # of a distributed run reads its own share of the epoch's permutation
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = ResumableSampler(self.train_dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed)
-        return ResumableDataLoader(self.train_dataset, batch_size=self.batch_size, sampler=sampler,
+        if self.streaming:
+            return stream_loader(self.stream_blocks(rank, replicas), self.batch_size, self.objective,
+                                 self.num_workers)
+        sampler = ResumableSampler(self.train_dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed,
+                                   keyed=True)
+        return ResumableDataLoader(KeyedRows(self.train_dataset, self.seed), batch_size=self.batch_size, sampler=sampler,
                                    collate_fn=self.objective, num_workers=self.num_workers,
                                    persistent_workers=self.num_workers > 0)
 

@@ -18,19 +18,41 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from bertlite.data.streaming import block_key
+
 log = logging.getLogger(__name__)
+
+
+class KeyedRows(Dataset):
+    """A map-style data set read with ``(epoch, index)`` keys (from ``ResumableSampler(keyed=True)``): each row
+    carries ``mask_seed``, the name of that block in that epoch, which its random masks are drawn from."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[dict]:
+        rows = [self.dataset[i] for _, i in keys]
+        return [{**row, "mask_seed": block_key(self.seed, epoch, i)} for row, (epoch, i) in zip(rows, keys)]
 
 
 class ResumableSampler(DistributedSampler):
     """One permutation per epoch (seeded by ``seed + epoch``, independent of the global RNG), split across
     ranks as ``DistributedSampler`` splits it; ``offset`` samples at the start of the permutation are
-    skipped once, on the next pass. A ``DistributedSampler`` subclass, so Lightning does not wrap it again."""
+    skipped once, on the next pass. A ``DistributedSampler`` subclass, so Lightning does not wrap it again.
+    With ``keyed=True`` it yields ``(epoch, index)`` for ``KeyedRows``."""
 
     def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, keyed: bool = False):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
                          drop_last=True)
         self.offset, self.offset_epoch = 0, 0  # samples of that epoch's permutation consumed before a resume
+        self.keyed = keyed
 
     def permutation(self) -> list[int]:
         n = len(self.dataset)  # type: ignore[arg-type]
@@ -43,7 +65,8 @@ class ResumableSampler(DistributedSampler):
         rest = self.permutation()[self.offset if self.epoch == self.offset_epoch else 0:]
         self.offset = 0
         per_rank = len(rest) // self.num_replicas
-        yield from rest[self.rank:per_rank * self.num_replicas:self.num_replicas]
+        mine = rest[self.rank:per_rank * self.num_replicas:self.num_replicas]
+        yield from ((self.epoch, i) for i in mine) if self.keyed else mine
 
     # __len__ stays the full epoch's share (DistributedSampler's): Lightning counts a resumed epoch's batches
     # from the restored batch index, so the epoch still ends after len(loader) batches in all.

@@ -1,0 +1,222 @@
+"""Streaming pretraining data: documents read on the fly from a ``datasets.IterableDataset`` (local shards or
+a hub data set), tokenized and packed inside the DataLoader workers, with a resumable position.
+
+Who reads what:
+- **ranks**: ``datasets.distributed.split_dataset_by_node`` gives each rank whole shards when the shard count
+  divides by the number of ranks. Otherwise every rank reads every shard and keeps every ``world_size``-th
+  block of each (said in the log): each block is still trained once, but each rank tokenizes the whole corpus.
+- **workers** of a rank take the rank's shards in turn (shard ``j`` goes to worker ``j % num_workers``).
+
+Blocks are packed **per shard** as in the map-style path ([CLS] + ``max_seq_len - 1`` tokens of the running
+stream, every document ending with [SEP]; a shard's last partial block is dropped), so a block is the same
+whichever rank or worker reads its shard. Shard order is permuted every pass (seeded), and blocks are shuffled
+within windows of ``shuffle_buffer`` blocks.
+
+Exact resume without replay: each reader's position is the source's ``state_dict()`` at the start of the
+current window, the tokens carried into it, and how many of the window's blocks were handed out. Resuming
+re-reads one window (bounded work, wherever the run stopped), permutes it with the same seed and skips what
+was already trained. ``StatefulDataLoader`` (torchdata) collects these positions from the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Iterator
+
+import datasets
+import torch
+from datasets.distributed import split_dataset_by_node
+from tokenizers import Tokenizer
+from torch.utils.data import IterableDataset, get_worker_info
+
+from bertlite.data.tokenizer import special_ids
+from bertlite.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def block_key(seed: int, *parts: int) -> int:
+    """A 63-bit number naming one block of one pass (its masks are drawn from a generator seeded with it)."""
+    key = seed & 0x7FFFFFFFFFFFFFFF
+    for part in parts:  # splitmix64-style mixing: distinct parts give unrelated keys
+        key = (key ^ (part + 0x9E3779B97F4A7C15 + (key << 6) + (key >> 2))) & 0xFFFFFFFFFFFFFFFF
+        key = ((key ^ (key >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return key & 0x7FFFFFFFFFFFFFFF
+
+
+class StreamingBlocks(IterableDataset):
+    """Rows ``{"input_ids": (max_seq_len,) ids, "mask_seed": key}`` from a stream of documents.
+
+    ``holdout`` blocks at the start of shard 0 form the validation set (``validation_blocks``) and are never
+    trained on. ``passes=None`` streams forever (the run ends at ``trainer.max_steps``), one pass after another.
+    """
+
+    def __init__(self, documents: datasets.IterableDataset, tokenizer: Tokenizer, text_column: str = "text",
+                 max_seq_len: int = 128, shuffle_buffer: int = 1000, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, holdout: int = 0, passes: int | None = None, docs_per_read: int = 256):
+        self.documents, self.tokenizer, self.text_column = documents, tokenizer, text_column
+        self.max_seq_len, self.shuffle_buffer, self.seed = max_seq_len, max(1, shuffle_buffer), seed
+        self.rank, self.world_size, self.holdout, self.passes = rank, world_size, holdout, passes
+        self.docs_per_read = docs_per_read
+        ids = special_ids(tokenizer)
+        self.cls_id, self.sep_id = ids["cls"], ids["sep"]
+        n = documents.num_shards
+        self.by_shard = n % world_size == 0
+        if self.by_shard:  # shards rank, rank + world_size, ... (the rule of split_dataset_by_node)
+            self.source = split_dataset_by_node(documents, rank=rank, world_size=world_size)
+        else:
+            self.source = documents
+            if rank == 0:
+                log.warning("%d shards do not divide among %d ranks: every rank reads all shards and keeps 1 "
+                            "block in %d of each, so each block is trained once but every rank tokenizes the whole "
+                            "corpus. Write the corpus as a multiple of %d files to split it by shard.", n, world_size,
+                            world_size, world_size)
+        self.position: dict[str, Any] = {}  # this reader's resume point (load_state_dict)
+        self._state: dict[str, Any] = {}    # where this reader is now (state_dict)
+
+    # --- which shards this reader reads ------------------------------------------------------
+    def global_shard(self, j: int) -> int:
+        return self.rank + j * self.world_size if self.by_shard else j
+
+    def keeps(self, shard: int, block: int) -> bool:
+        if shard == 0 and block < self.holdout:
+            return False  # the validation blocks
+        return self.by_shard or block % self.world_size == self.rank
+
+    def shard_order(self, pass_: int, worker: int, workers: int) -> list[int]:
+        """This worker's shards (indices into ``self.source``) for one pass, in a seeded order."""
+        n = self.source.num_shards
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + pass_)).tolist()
+        return order[worker::workers]
+
+    # --- reading -----------------------------------------------------------------------------
+    def shard_blocks(self, j: int, start: dict | None = None) -> Iterator[tuple[int, list[int], dict]]:
+        """Blocks of shard ``j`` in canonical order: (block index in the shard, ids, where its read began).
+
+        Reads ``docs_per_read`` documents at a time. A read's position is the source's state before it, the
+        tokens carried into it and the index of its first block: enough to start again at that read.
+        """
+        shard = self.source.shard(self.source.num_shards, j)
+        if start and start.get("source") is not None:
+            shard.load_state_dict(start["source"])
+        carry = list(start["carry"]) if start else []
+        block = start["block"] if start else 0
+        chunk = self.max_seq_len - 1
+        reads = shard.iter(batch_size=self.docs_per_read)
+        source_state = start["source"] if start else None
+        while True:
+            try:
+                docs = next(reads)[self.text_column]
+            except StopIteration:
+                return  # the shard's last partial block is dropped, as in the map-style path
+            here = {"source": source_state, "carry": carry, "block": block}
+            stream = list(carry)
+            for enc in self.tokenizer.encode_batch([d for d in docs if d and d.strip()], add_special_tokens=False):
+                stream.extend(enc.ids)
+                stream.append(self.sep_id)
+            n = len(stream) // chunk
+            for k in range(n):
+                yield block + k, [self.cls_id] + stream[k * chunk:(k + 1) * chunk], here
+            block += n
+            carry = stream[n * chunk:]
+            source_state = shard.state_dict()
+
+    def windows(self, j: int, start: dict | None) -> Iterator[tuple[dict, list[tuple[int, list[int]]]]]:
+        """Shard ``j`` in windows of ``shuffle_buffer`` blocks: (where the window starts, its blocks). A window
+        starts at block ``first`` of a read; ``start`` (such a position) resumes the shard at that window."""
+        window: list[tuple[int, list[int]]] = []
+        where: dict | None = None
+        first = start["first"] if start else 0
+        for index, ids, read in self.shard_blocks(j, start["read"] if start else None):
+            if index < first:
+                continue  # a resumed read's blocks before the window
+            if where is None:
+                where = {"read": read, "first": index}
+            window.append((index, ids))
+            if len(window) == self.shuffle_buffer:
+                yield where, window
+                window, where = [], None
+        if window:
+            yield where, window
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        pos = self.position.get(worker) or {}
+        pass_ = pos.get("pass", 0)
+        while self.passes is None or pass_ < self.passes:
+            shards = self.shard_order(pass_, worker, workers)
+            if not shards:
+                return  # more workers than shards: this one has nothing to read
+            for shard_pos in range(pos.get("shard_pos", 0), len(shards)):
+                j = shards[shard_pos]
+                shard_id = self.global_shard(j)
+                window_id, skip, start = pos.get("window", 0), pos.get("taken", 0), pos.get("start")
+                pos = {}
+                for where, window in self.windows(j, start):
+                    order = torch.randperm(len(window), generator=torch.Generator().manual_seed(
+                        block_key(self.seed, pass_, shard_id, window_id))).tolist()
+                    for taken in range(skip, len(order)):
+                        index, ids = window[order[taken]]
+                        self._state = {"pass": pass_, "shard_pos": shard_pos, "start": where, "window": window_id,
+                                       "taken": taken + 1}
+                        if self.keeps(shard_id, index):
+                            yield {"input_ids": torch.tensor(ids),
+                                   "mask_seed": block_key(self.seed, pass_, shard_id, index)}
+                    skip, window_id = 0, window_id + 1
+            pass_ += 1
+
+    # --- resumable position (torchdata's StatefulDataLoader calls these in each worker) -----------
+    def state_dict(self) -> dict[str, Any]:
+        info = get_worker_info()
+        return {"worker": info.id if info is not None else 0, **self._state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.position = {state.pop("worker", 0): state}
+
+
+def stream_loader(dataset: StreamingBlocks, batch_size: int, collate_fn, num_workers: int):
+    """A ``StatefulDataLoader`` (torchdata) over ``dataset`` whose ``state_dict`` holds every rank's position.
+
+    - The position is the one *before* the batch it handed out last. Lightning fetches one batch ahead of the
+      step it trains for loaders without a length, so when it saves a checkpoint after step k the loader has
+      already produced batch k + 1, which has not been trained on and must come first after a resume.
+    - Lightning writes rank zero's copy of the loader state into the checkpoint, but each rank reads its own
+      part of the stream: the ranks' positions are gathered (every rank takes part in saving a checkpoint),
+      and each rank restores its own.
+    """
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    class TrainedPositionLoader(StatefulDataLoader):
+        def __iter__(self):
+            iterator = super().__iter__()
+            before = StatefulDataLoader.state_dict(self)
+            self._trained = before
+            for batch in iterator:
+                self._trained, before = before, StatefulDataLoader.state_dict(self)
+                yield batch
+
+        def state_dict(self) -> dict[str, Any]:
+            own = getattr(self, "_trained", None) or super().state_dict()
+            ranks = [own]
+            if dataset.world_size > 1 and torch.distributed.is_initialized():
+                ranks = [None] * dataset.world_size
+                torch.distributed.all_gather_object(ranks, own)
+            return {"ranks": ranks, "num_workers": self.num_workers}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            saved = (len(state.get("ranks", [])), state.get("num_workers"))
+            if saved != (dataset.world_size, self.num_workers):
+                raise ConfigError(
+                    f"the checkpoint's stream position was saved by {saved[0]} processes with data.num_workers="
+                    f"{saved[1]} each, and this run has {dataset.world_size} with {self.num_workers}: each "
+                    "reader's place in its shards cannot be carried over. Resume with the same devices, nodes "
+                    "and data.num_workers, or start a new run from its weights with init_from=<checkpoint>")
+            super().load_state_dict(state["ranks"][dataset.rank])
+
+    with warnings.catch_warnings():  # torchdata 0.11 calls a torch API that now warns, at every construction
+        warnings.filterwarnings("ignore", message=".*set_vital")
+        return TrainedPositionLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers,
+                                     drop_last=True, generator=torch.Generator().manual_seed(dataset.seed))
