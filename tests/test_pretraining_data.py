@@ -94,3 +94,30 @@ def test_datamodule_batches_and_fixed_validation_masks(tmp_path, tokenizer):
     again = PretrainingDataModule(tokenizer, **kwargs)
     again.setup("fit")
     assert all((a == b).all() for a, b in zip(first, (b["mlm_positions"] for b in again.val_dataloader())))
+
+
+@pytest.mark.parametrize("objective", ["mlm", "seq2seq"])
+def test_ranks_draw_different_masks(tmp_path, tokenizer, objective):
+    """Every rank seeds the global RNG alike (seed_everything). The masks (and infilling spans) come from a
+    generator per block, so two ranks do not corrupt alike at the same step. Every block here holds the same
+    tokens (one sentence per block), so only the random draws can tell the ranks apart."""
+    import types
+
+    import torch
+
+    sentence = "the quick brown fox jumps over the lazy dog near the river bank"
+    n = len(tokenizer.encode(sentence, add_special_tokens=False).ids)
+    corpus = tmp_path / "same.txt"
+    corpus.write_text((sentence + "\n") * 200)
+    dm = PretrainingDataModule(tokenizer, objective=objective, train_files=str(corpus), validation_fraction=0.2,
+                               max_seq_len=n + 2, batch_size=4, seed=0)  # [CLS] + sentence + [SEP]
+    dm.setup("fit")
+    corrupted = {}
+    for rank in (0, 1):
+        dm.trainer = types.SimpleNamespace(world_size=2, global_rank=rank)
+        torch.manual_seed(0)
+        batch = next(iter(dm.train_dataloader()))
+        corrupted[rank] = batch["input_ids"] if objective == "mlm" else batch["src_ids"]
+    blocks = dm.train_dataset[:]["input_ids"]
+    assert len(blocks) > 8 and (blocks == blocks[0]).all()  # identical blocks
+    assert corrupted[0].shape != corrupted[1].shape or not torch.equal(corrupted[0], corrupted[1])

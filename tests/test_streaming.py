@@ -166,3 +166,40 @@ def test_streaming_needs_max_steps(tmp_path, tiny_corpus):
     result = run_cli("bertlite.pretrain", *STREAM_RUN, f"data.train_files={tiny_corpus}", "trainer.max_steps=-1",
                      f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0 and "set trainer.max_steps=N" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("distributed")
+@pytest.mark.parametrize("n_shards,docs_per_shard", [(8, 12), (3, 16)])
+def test_two_processes_see_every_block_of_the_corpus_once(tmp_path, n_shards, docs_per_shard):
+    """A 2-process DDP run (gloo) streaming .jsonl.gz shards for one pass: the blocks trained on by the two ranks
+    are the corpus's blocks, each exactly once. With 3 shards the ranks split each shard's blocks instead."""
+    from bertlite.data.tokenizer import load_tokenizer
+
+    tok = train_wordpiece([" ".join(WORDS)] * 20, vocab_size=120)
+    tok_file = tmp_path / "tokenizer.json"
+    tok_file.write_text(tok.to_str())
+    files = write_shards(tmp_path / "shards", n_shards, docs_per_shard, words_per_doc=30)
+    write_shards(tmp_path / "val", 1, 4, words_per_doc=30)
+    tok = load_tokenizer(tok_file)
+    ids = special_ids(tok)
+    corpus = []  # one document = 30 words = [CLS] + 30 tokens + [SEP]: one block each
+    for f in files:
+        for line in gzip.open(f, "rt"):
+            enc = tok.encode(json.loads(line)["text"], add_special_tokens=False).ids
+            assert len(enc) == 30
+            corpus.append((ids["cls"], *enc, ids["sep"]))
+    steps = len(corpus) // 2 // 8
+    out = tmp_path / "seen"
+    result = run_cli("bertlite.pretrain", *TINY_RUN, "model=gpt-tiny", "task=clm", "data=text_files",
+                     f"data.train_files={tmp_path / 'shards'}/*.jsonl.gz", "data.streaming=true",
+                     f"data.validation_files={tmp_path / 'val'}/part-00.jsonl.gz", "data.shuffle_buffer=5",
+                     f"tokenizer.path={tok_file}", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                     "trainer.strategy=ddp_spawn", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
+                     "+callbacks.record._target_=tests.stream_recorder.RecordBlocks", f"+callbacks.record.out={out}",
+                     f"hydra.run.dir={tmp_path / 'run'}", timeout=300, subprocess_run=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = {r: [tuple(map(int, line.split())) for line in (out / f"rank{r}.txt").read_text().splitlines()]
+            for r in (0, 1)}
+    assert len(seen[0]) == len(seen[1]) == steps * 8
+    assert collections.Counter(seen[0] + seen[1]) == collections.Counter(corpus)
