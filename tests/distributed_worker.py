@@ -2,7 +2,9 @@
 equivalence tests (tests/test_distributed.py). Run as a script, because Lightning's ModelParallelStrategy
 starts its other ranks by running the same command again:
 
-    python -m tests.distributed_worker {single,ddp_spawn,fully_shard} BATCH_PER_PROCESS OUT_FILE
+    python -m tests.distributed_worker {single,accumulate,ddp_spawn,fully_shard} BATCH_PER_PROCESS OUT_FILE
+
+``accumulate``: one process accumulating the gradients of 2 batches per step.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from bertlite.data.tokenizer import special_ids, train_wordpiece
 from bertlite.nn.block import TransformerBlock
 from bertlite.tasks import MaskedLMTask
 
-STEPS, ROWS, SEQ, MASKED = 4, 64, 16, 3
+STEPS, ROWS, SEQ = 4, 64, 16
 
 
 class FixedMasks(PretrainingDataModule):
-    """Blocks with exactly MASKED masked tokens each, masked once: every process sees the same task, and
-    the mean loss over any batch split equals the mean of the splits' means."""
+    """Blocks masked once, with 1 to 6 masked tokens each: every process sees the same task, and a mean of
+    per-batch means would differ from the mean over the batches' tokens (the loss is normalised per step)."""
 
     def build(self) -> None:
         if self.train_dataset is not None:
@@ -34,7 +36,7 @@ class FixedMasks(PretrainingDataModule):
         input_ids = torch.randint(len(ids), vocab, (ROWS, SEQ), generator=g)
         labels = torch.full((ROWS, SEQ), -100)
         for row in range(ROWS):
-            where = torch.randperm(SEQ - 1, generator=g)[:MASKED] + 1
+            where = torch.randperm(SEQ - 1, generator=g)[:1 + row % 6] + 1
             labels[row, where] = input_ids[row, where]
             input_ids[row, where] = ids["mask"]
         self.train_dataset = datasets.Dataset.from_dict({"input_ids": input_ids.numpy(),
@@ -72,10 +74,11 @@ def main(mode: str, batch_size: int, out: str) -> None:
         devices = 2
     else:
         strategy, devices = ("ddp_spawn", 2) if mode == "ddp_spawn" else ("auto", 1)
+    accumulate = 2 if mode == "accumulate" else 1
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_steps=STEPS,
                         limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, deterministic=True,
-                        gradient_clip_val=1.0)
+                        gradient_clip_val=1.0, accumulate_grad_batches=accumulate)
     task.tokenizer_json = tokenizer.to_str()
     initial = {name: p.detach().clone() for name, p in task.model.named_parameters()}
     trainer.fit(task, datamodule=data)

@@ -1,5 +1,6 @@
 """Data parallelism changes nothing but speed: two CPU processes (gloo) with batch B each end a few steps
-with the parameters of one process with batch 2B on the same data order, for DDP and for torch's
+with the parameters of one process with batch 2B on the same data order (as does one process accumulating
+two batches of B), for DDP and for torch's
 fully_shard (FSDP2) through Lightning's ModelParallelStrategy. (Lightning's FSDPStrategy refuses CPU; the
 ModelParallelStrategy path is the FSDP-style one that runs here.)"""
 
@@ -26,8 +27,10 @@ def single(tmp_path_factory):
     return train("single", 16, tmp_path_factory.mktemp("single") / "params.pt")
 
 
-@pytest.mark.parametrize("mode", ["ddp_spawn", "fully_shard"])
+@pytest.mark.parametrize("mode", ["ddp_spawn", "fully_shard", "accumulate"])
 def test_two_processes_match_one_with_the_doubled_batch(mode, single, tmp_path):
+    """Also with 1 to 6 masked tokens per block: the loss is normalised by the masked tokens of the whole step,
+    over the ranks (and over the accumulated batches of ``accumulate``), so the split changes nothing."""
     two = train(mode, 8, tmp_path / "params.pt")
     assert two["params"].keys() == single["params"].keys()
     diff = max((two["params"][k] - single["params"][k]).abs().max().item() for k in single["params"])

@@ -2,6 +2,13 @@
 
 Each computes (loss, logits at the predicted positions, targets) for a batch; the shared code logs
 train/loss, and val/loss, val/ppl and the accuracy of the predicted tokens over the fixed validation set.
+
+The training loss is a mean over predicted tokens, and an optimizer step is weighted by token too: with masked
+LM the number of masked tokens varies from micro-batch to micro-batch and from rank to rank, and a mean of
+per-micro-batch means would weight a token in a sparsely masked batch more than one in a dense batch. Each
+micro-batch back-propagates its *sum*; before the step the gradients are divided by the masked-token count of
+the whole step (summed over the accumulated micro-batches and all-reduced over the ranks), so the step is
+exactly that of one big batch.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ class PretrainingTask(BertliteTask):
 
     def __init__(self, model: dict, **kwargs):
         super().__init__(model, **kwargs)
+        self.step_tokens: Tensor | None = None  # predicted tokens in the optimizer step so far, on this rank
         self.val_loss = MeanMetric()
         self.val_acc = MeanMetric()
 
@@ -29,9 +37,24 @@ class PretrainingTask(BertliteTask):
         raise NotImplementedError
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self.compute(batch)[0]
+        loss, _, targets = self.compute(batch)
         self.log("train/loss", loss, prog_bar=True)
-        return loss
+        n = (targets != -100).sum()
+        self.step_tokens = self.step_tokens + n if self.step_tokens is not None else n
+        return loss * n  # the sum over this micro-batch's tokens; on_before_optimizer_step divides by the step's
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Lightning divided each micro-batch's loss by accumulate_grad_batches and DDP/FSDP averaged the
+        gradients over the ranks: undo both, and divide by the predicted tokens of the whole step instead."""
+        if self.step_tokens is None:
+            return
+        trainer = self.trainer
+        total = trainer.strategy.reduce(self.step_tokens.float(), reduce_op="sum").clamp(min=1)
+        scale = trainer.accumulate_grad_batches * trainer.world_size / total
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, scale)
+        self.step_tokens = None
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, logits, targets = self.compute(batch)
