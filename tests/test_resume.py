@@ -4,6 +4,7 @@ of a run never interrupted."""
 
 from __future__ import annotations
 
+import collections
 import csv
 import os
 import signal
@@ -140,3 +141,36 @@ def test_streaming_sigterm_mid_stream_then_resume_matches(tiny_corpus, tmp_path,
     diff = max(abs(expected[s] - got[s]) for s in expected)
     print(f"streaming, {workers} workers: max |train/loss difference| over 30 steps, resumed at step 20: {diff:.3g}")
     assert diff <= 1e-6, {s: (expected[s], got[s]) for s in expected if abs(expected[s] - got[s]) > 1e-6}
+
+
+@pytest.mark.xdist_group("distributed")
+def test_resume_on_two_processes_trains_the_rest_of_the_epoch_once(tiny_corpus, tmp_path):
+    """global_batch_size=16 on 1 process (2 batches of 8 accumulated), stopped at step 3, resumed on 2 DDP processes
+    (8 each, no accumulation): the blocks trained before and after, counted, are the epoch's blocks exactly once,
+    and the epoch ends where the permutation does (on the old code it ended early and the next epoch repeated
+    blocks)."""
+    from bertlite.data.pretraining import PretrainingDataModule
+    from bertlite.data.tokenizer import train_wordpiece
+    from tests.conftest import tiny_corpus_paragraphs
+
+    tokenizer = train_wordpiece(tiny_corpus_paragraphs(), vocab_size=300)
+    (tmp_path / "tokenizer.json").write_text(tokenizer.to_str())
+    data = PretrainingDataModule(tokenizer, objective="clm", train_files=str(tiny_corpus), max_seq_len=32, seed=42)
+    data.setup("fit")
+    steps = len(data.train_dataset) // 16  # one epoch
+    run = [*RUN, "model=gpt-tiny", "task=clm", "data=text_files", f"data.train_files={tiny_corpus}",
+           f"tokenizer.path={tmp_path / 'tokenizer.json'}", "global_batch_size=16", "data.batch_size=8",
+           f"trainer.max_steps={steps}", "trainer.val_check_interval=1000", f"hydra.run.dir={tmp_path / 'run'}",
+           "+callbacks.record._target_=tests.stream_recorder.RecordBlocks"]
+    interrupt(signal.SIGTERM, [*run, f"+callbacks.record.out={tmp_path / 'first'}"], at_step=3,
+              flag=tmp_path / "at_step")
+    result = run_cli("bertlite.pretrain", *run, f"+callbacks.record.out={tmp_path / 'second'}", "ckpt_path=last",
+                     "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn",
+                     timeout=300, subprocess_run=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = [line for f in [tmp_path / "first" / "rank0.txt", *(tmp_path / "second").glob("rank*.txt")]
+            for line in f.read_text().splitlines()]
+    counts = collections.Counter(seen)
+    assert len((tmp_path / "first" / "rank0.txt").read_text().splitlines()) == 3 * 16
+    assert max(counts.values()) == 1, "a block was trained twice"
+    assert len(seen) == steps * 16, f"{steps * 16 - len(seen)} blocks of the epoch were skipped"

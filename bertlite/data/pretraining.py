@@ -274,8 +274,17 @@ class PretrainingDataModule(L.LightningDataModule):
         sampler = ResumableSampler(self.train_dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed,
                                    keyed=True)
         return ResumableDataLoader(KeyedRows(self.train_dataset, self.seed), batch_size=self.batch_size, sampler=sampler,
+                                   on_resize=self.continue_epoch_in_new_batches,
                                    collate_fn=self.objective, num_workers=self.num_workers,
                                    persistent_workers=self.num_workers > 0)
+
+    def continue_epoch_in_new_batches(self, batches_done: int) -> None:
+        """A resume with another batch size x ranks: count the epoch's batches so far in the new batches, so
+        Lightning ends the epoch when the permutation does, and validates on the same optimizer steps."""
+        loop = self.trainer.fit_loop.epoch_loop
+        for counter in ("ready", "started", "processed", "completed"):
+            setattr(loop.batch_progress.current, counter, batches_done)
+            setattr(loop.batch_progress.total, counter, loop.global_step * self.trainer.accumulate_grad_batches)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_dataset, batch_size=self.eval_batch_size, shuffle=False,

@@ -13,7 +13,7 @@ resume with another number of devices or another batch size still sees every rem
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -75,10 +75,15 @@ class ResumableSampler(DistributedSampler):
 class ResumableDataLoader(DataLoader):
     """Counts the batches it has handed out in the current epoch and saves that, with the epoch, in
     ``state_dict()``. Needs a ``ResumableSampler`` and ``drop_last=True`` (so each batch is ``batch_size``
-    samples on every rank). Exact with ``num_workers=0``: workers draw their own random numbers, which
-    are not saved."""
+    samples on every rank). Exact with workers too when the masks are keyed by block (``KeyedRows``).
 
-    def __init__(self, dataset: Dataset, batch_size: int, sampler: ResumableSampler, **kwargs: Any):
+    Resumed with another batch size or number of ranks (``global_batch_size`` on another number of devices),
+    the remaining samples make another number of batches than Lightning's restored batch count assumes, and it
+    would end the epoch early (or late). ``on_resize(batches_done)`` is then told how many batches of the new
+    size the epoch has already had, so the caller can set Lightning's progress in those units."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, sampler: ResumableSampler,
+                 on_resize: Callable[[int], None] | None = None, **kwargs: Any):
         if not isinstance(sampler, ResumableSampler):
             raise TypeError("ResumableDataLoader needs a ResumableSampler")
         kwargs.setdefault("generator", torch.Generator().manual_seed(sampler.seed))  # leave the global RNG alone
@@ -87,6 +92,7 @@ class ResumableDataLoader(DataLoader):
         self._start = 0            # samples of the epoch consumed before this pass began (a resumed epoch)
         self._resume_from = 0      # the start of the next pass, set by load_state_dict
         self._pass_epoch = sampler.epoch
+        self.on_resize = on_resize
 
     def __iter__(self) -> Iterator[Any]:
         sampler: ResumableSampler = self.sampler
@@ -105,7 +111,8 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.sampler.epoch, "samples_done": self.samples_done(), "seed": self.sampler.seed,
-                "shuffle": self.sampler.shuffle, "dataset_size": len(self.dataset)}
+                "shuffle": self.sampler.shuffle, "dataset_size": len(self.dataset),
+                "batch_samples": self.batch_size * self.sampler.num_replicas}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         sampler: ResumableSampler = self.sampler
@@ -120,3 +127,9 @@ class ResumableDataLoader(DataLoader):
         self._resume_from = state["samples_done"]
         # a checkpoint taken before the first resumed batch reports the same position
         self.batches_done, self._start, self._pass_epoch = 0, state["samples_done"], state["epoch"]
+        step = self.batch_size * sampler.num_replicas
+        if state.get("batch_samples", step) != step and self.on_resize is not None:
+            remaining = (len(self.dataset) - state["samples_done"]) // sampler.num_replicas // self.batch_size
+            log.info("Resuming with %d samples per batch over all ranks instead of %d: %d of the epoch's %d batches "
+                     "remain", step, state["batch_samples"], remaining, len(self))
+            self.on_resize(len(self) - remaining)
