@@ -131,3 +131,37 @@ def test_val_check_interval_counts_optimizer_steps_under_accumulation(tiny_corpu
                      f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert [step for step, _ in logged(tmp_path, "val/loss")] == [2, 5]  # after optimizer steps 3 and 6
+
+
+def test_two_phase_pretraining_extends_learned_positions(tiny_corpus, tmp_path):
+    """Phase 1 at 128 tokens, phase 2 (init_from) at 256: the learned position table grows, the trained rows
+    are kept and the new rows start as copies, so the phase-2 model starts with phase 1's outputs at positions
+    < 128 (checked on a phase-2 run at learning rate 0), and phase 2 trains."""
+    import bertlite
+    from bertlite.cli.pretrain import extend_positions
+
+    one, frozen, two = tmp_path / "one", tmp_path / "frozen", tmp_path / "two"
+    base = [*TINY_RUN, "data=text_files", f"data.train_files={tiny_corpus}", "model.max_seq_len=128",
+            "model.dropout=0", "model.attention_dropout=0", "trainer.max_steps=5", "trainer.val_check_interval=5",
+            "data.batch_size=4", "data.max_eval_blocks=4", "data.validation_fraction=0.1"]
+    result = run_cli("bertlite.pretrain", *base, "data.max_seq_len=128", f"hydra.run.dir={one}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    phase1 = one / "checkpoints" / "last.ckpt"
+    for run_dir, extra in ((frozen, ["task.lr=0"]), (two, [])):
+        result = run_cli("bertlite.pretrain", *base, "data.max_seq_len=256", f"init_from={phase1}",
+                         f"hydra.run.dir={run_dir}", *extra)
+        assert result.returncode == 0, result.stderr[-3000:]
+    first, start = bertlite.load(phase1).model, bertlite.load(frozen / "checkpoints" / "last.ckpt").model
+    table = start.bert.embeddings.position.weight
+    assert table.shape[0] == 256 and first.config.max_seq_len == 128
+    assert torch.equal(table[:128], first.bert.embeddings.position.weight)
+    assert torch.equal(table[128:], table[:128])  # the new rows start as copies
+    ids = torch.randint(5, first.config.vocab_size, (2, 120))
+    with torch.no_grad():
+        assert torch.allclose(start(ids).logits, first(ids).logits, atol=1e-6)
+    trained = bertlite.load(two / "checkpoints" / "last.ckpt")
+    assert trained.model.config.max_seq_len == 256 and len(logged(two, "train/loss")) == 5
+    assert not torch.equal(trained.model.bert.embeddings.position.weight[128:], table[128:])
+    # sinusoidal and ALiBi models have no table to extend: the weights pass through unchanged
+    weights = {"model.x.position.weight": torch.ones(3, 2), "model.y.weight": torch.ones(3, 2)}
+    assert extend_positions(weights, {"model.y.weight": torch.ones(3, 2)}) == weights

@@ -72,6 +72,11 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
         model_config = dict(checkpoint["bertlite"]["model_config"])
         log.info("Starting from the weights of %s (model= is ignored: the architecture is the checkpoint's)",
                  init_from)
+        if cfg.data.max_seq_len > model_config["max_seq_len"]:  # a second phase at longer blocks
+            log.info("Positions: model.max_seq_len %d -> %d (data.max_seq_len)%s", model_config["max_seq_len"],
+                     cfg.data.max_seq_len, ", new learned rows start as copies of the trained ones"
+                     if model_config.get("position") == "learned" else "")
+            model_config["max_seq_len"] = cfg.data.max_seq_len
     else:
         model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
         model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
@@ -85,7 +90,7 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     previous = checkpoint["bertlite"].get("trained_seq_len") if init_from else None
     task.trained_seq_len = max(cfg.data.max_seq_len, previous or 0)
     if init_from:
-        task.load_state_dict(checkpoint["state_dict"])
+        task.load_state_dict(extend_positions(checkpoint["state_dict"], task.state_dict()))
     del checkpoint
     n_params = sum(p.numel() for p in task.model.parameters())
     log.info("Model %s: %.2fM parameters (embeddings included)", model_config["arch"], n_params / 1e6)
@@ -100,6 +105,15 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     log.info("Run directory: %s", output_dir)
     close_trackers(trainer)
     return metrics
+
+
+def extend_positions(weights: dict, target: dict) -> dict:
+    """A checkpoint's learned position tables, extended to the (longer) ones of ``target``."""
+    from bertlite.nn.positional import extend_learned_positions
+
+    return {name: extend_learned_positions(w, target[name].size(0))
+            if name.endswith("position.weight") and name in target and target[name].shape != w.shape else w
+            for name, w in weights.items()}
 
 
 def check_streaming(cfg: DictConfig) -> None:

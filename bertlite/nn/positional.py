@@ -42,6 +42,18 @@ class LearnedPositionalEmbedding(nn.Embedding):
         super().__init__(max_len, d_model)
 
 
+def extend_learned_positions(table: Tensor, max_len: int) -> Tensor:
+    """(L, C) trained position vectors -> (max_len, C), for a second phase at longer inputs (BERT trained 90% of
+    its steps at 128 tokens, then 512). Rows < L are the trained ones, unchanged. The new rows start as copies of
+    the trained rows, repeated (row i from row i mod L), as Longformer initialised its 4,096 positions from
+    RoBERTa's 512 (Beltagy et al., 2020): attention then sees familiar vectors at once, and a random start
+    converged much more slowly in their measurements."""
+    length = table.size(0)
+    if max_len <= length:
+        return table[:max_len].clone()
+    return table.repeat(-(-max_len // length), 1)[:max_len].clone()  # (ceil(max_len / L) * L, C) -> (max_len, C)
+
+
 def alibi_slopes(n_heads: int) -> Tensor:
     """(n_heads,): the geometric sequence 2^(-8/n), 2^(-16/n), ..., 2^(-8). When n is not a power of two:
     the slopes for the power of two below it, then every other slope of the next power of two (as the paper)."""
