@@ -219,6 +219,8 @@ def parse_args(argv=None):
     p.add_argument("--classifier", default=None, help="a classification checkpoint (default: random weights)")
     p.add_argument("--cases", nargs="+", default=None,
                    help="only the rows whose names contain one of these strings (e.g. 'default recipe' 'Trainer.fit')")
+    p.add_argument("--fit-overrides", nargs="+", default=[],
+                   help="Hydra overrides for the Trainer.fit row (e.g. callbacks.progress_bar=null logger=csv)")
     p.add_argument("--compile", action="store_true", help="add a torch.compile'd bertlite row to mlm and clm")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument("--peak-flops", type=float, default=None, help="the device's peak FLOP/s, for MFU")

@@ -121,7 +121,7 @@ def mlm_sections(env, tokenizer, Case, run_cases) -> list:
                 dm = datamodule(tokenizer, args.seq_len, batch_size, mlm_probability=mlm_probability)
                 predicted = round(mlm_probability * batch_size * (args.seq_len - 1))
                 flops = training_flops(config, batch_size, args.seq_len, predicted=predicted) / tokens
-                return pretrain_case(env, Case, config, r, dm, flops)
+                return pretrain_case(env, Case, config, r, dm, flops, tuple(args.fit_overrides))
             return make
 
         p, d = r["mlm_probability"], r["dropout"]

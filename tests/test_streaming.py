@@ -203,3 +203,11 @@ def test_two_processes_see_every_block_of_the_corpus_once(tmp_path, n_shards, do
             for r in (0, 1)}
     assert len(seen[0]) == len(seen[1]) == steps * 8
     assert collections.Counter(seen[0] + seen[1]) == collections.Counter(corpus)
+
+
+def test_streaming_a_hub_data_set_offline_is_one_clear_error(tmp_path):
+    run = [arg for arg in STREAM_RUN if arg != "data=text_files"]
+    result = run_cli("bertlite.pretrain", *run, "data=hub", "data.path=allenai/c4", "data.name=en",
+                     f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "cannot stream hub data set 'allenai/c4'" in result.stderr and "data=text_files" in result.stderr

@@ -246,7 +246,7 @@ class PretrainingDataModule(L.LightningDataModule):
             val = tokenize_and_pack(texts, self.tokenizer, self.text_column, self.max_seq_len)
         else:
             first = itertools.islice(self.train_dataset.shard_blocks(0), self.validation_blocks)
-            val = datasets.Dataset.from_dict({"input_ids": [ids for _, ids, _ in first]})
+            val = datasets.Dataset.from_dict({"input_ids": [ids.tolist() for _, ids, _ in first]})
             if len(val) < self.validation_blocks:
                 raise DataError(f"the stream's first shard holds {len(val)} blocks, fewer than the "
                                 f"data.validation_blocks={self.validation_blocks} held out for validation; lower "

@@ -25,6 +25,7 @@ import warnings
 from typing import Any, Iterator
 
 import datasets
+import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 from tokenizers import Tokenizer
@@ -91,7 +92,7 @@ class StreamingBlocks(IterableDataset):
         return order[worker::workers]
 
     # --- reading -----------------------------------------------------------------------------
-    def shard_blocks(self, j: int, start: dict | None = None) -> Iterator[tuple[int, list[int], dict]]:
+    def shard_blocks(self, j: int, start: dict | None = None) -> Iterator[tuple[int, np.ndarray, dict]]:
         """Blocks of shard ``j`` in canonical order: (block index in the shard, ids, where its read began).
 
         Reads ``docs_per_read`` documents at a time. A read's position is the source's state before it, the
@@ -116,16 +117,19 @@ class StreamingBlocks(IterableDataset):
                 stream.extend(enc.ids)
                 stream.append(self.sep_id)
             n = len(stream) // chunk
+            ids = np.empty((n, self.max_seq_len), dtype=np.int32)  # (n, T): compact while it waits in a window
+            ids[:, 0] = self.cls_id
+            ids[:, 1:] = np.asarray(stream[:n * chunk], dtype=np.int32).reshape(n, chunk)
             for k in range(n):
-                yield block + k, [self.cls_id] + stream[k * chunk:(k + 1) * chunk], here
+                yield block + k, ids[k], here
             block += n
             carry = stream[n * chunk:]
             source_state = shard.state_dict()
 
-    def windows(self, j: int, start: dict | None) -> Iterator[tuple[dict, list[tuple[int, list[int]]]]]:
+    def windows(self, j: int, start: dict | None) -> Iterator[tuple[dict, list[tuple[int, np.ndarray]]]]:
         """Shard ``j`` in windows of ``shuffle_buffer`` blocks: (where the window starts, its blocks). A window
         starts at block ``first`` of a read; ``start`` (such a position) resumes the shard at that window."""
-        window: list[tuple[int, list[int]]] = []
+        window: list[tuple[int, np.ndarray]] = []
         where: dict | None = None
         first = start["first"] if start else 0
         for index, ids, read in self.shard_blocks(j, start["read"] if start else None):
@@ -145,6 +149,10 @@ class StreamingBlocks(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         pos = self.position.get(worker) or {}
         pass_ = pos.get("pass", 0)
+        if worker == 0 and self.rank == 0 and self.source.num_shards % workers:
+            log.warning("%d shards per rank do not divide among %d DataLoader workers: worker w reads shards w, "
+                        "w + %d, ... so some read more than others%s", self.source.num_shards, workers, workers,
+                        " and some none" if self.source.num_shards < workers else "")
         while self.passes is None or pass_ < self.passes:
             shards = self.shard_order(pass_, worker, workers)
             if not shards:
@@ -162,7 +170,7 @@ class StreamingBlocks(IterableDataset):
                         self._state = {"pass": pass_, "shard_pos": shard_pos, "start": where, "window": window_id,
                                        "taken": taken + 1}
                         if self.keeps(shard_id, index):
-                            yield {"input_ids": torch.tensor(ids),
+                            yield {"input_ids": torch.from_numpy(ids.astype(np.int64)),
                                    "mask_seed": block_key(self.seed, pass_, shard_id, index)}
                     skip, window_id = 0, window_id + 1
             pass_ += 1
