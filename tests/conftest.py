@@ -67,6 +67,19 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 
 # Overrides for a tiny model and run: d_model 64, 2 layers, 32-token blocks.
+def jsonl_shards(text_file: Path, folder: Path, n: int = 4) -> str:
+    """The lines of ``text_file`` dealt into ``n`` .jsonl.gz shards in ``folder``: the glob of the shards."""
+    import gzip
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = text_file.read_text().splitlines()
+    for s in range(n):
+        with gzip.open(folder / f"part-{s}.jsonl.gz", "wt") as f:
+            f.writelines(json.dumps({"text": t}) + "\n" for t in lines[s::n])
+    return f"{folder}/*.jsonl.gz"
+
+
 TINY_RUN = [
     "model=bert-tiny", "model.d_model=64", "model.n_heads=2", "model.d_ff=128", "model.max_seq_len=32",
     "data.max_seq_len=32", "data.batch_size=8", "data.eval_batch_size=16", "data.max_eval_blocks=32",

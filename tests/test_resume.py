@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY_RUN, run_cli
+from tests.conftest import REPO, TINY_RUN, jsonl_shards, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,15 @@ def losses(run_dir, key="train/loss") -> dict[int, float]:
     steps = [s for s, _ in rows]
     assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
     return dict(rows)
+
+
+def assert_same_losses(whole, cut, what: str) -> None:
+    """Every step of both runs logged once, and their training losses equal (1e-6)."""
+    expected, got = losses(whole), losses(cut)
+    assert sorted(got) == sorted(expected) == list(range(30))
+    diff = max(abs(expected[s] - got[s]) for s in expected)
+    print(f"{what}: max |train/loss difference| over 30 steps: {diff:.3g}")
+    assert diff <= 1e-6, {s: (expected[s], got[s]) for s in expected if abs(expected[s] - got[s]) > 1e-6}
 
 
 def interrupt(signum: int, args: list[str], at_step: int, flag, module: str = "bertlite.pretrain") -> str:
@@ -67,11 +76,7 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_corpus,
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 30
 
-    expected, got = losses(whole), losses(cut)
-    assert sorted(got) == sorted(expected) == list(range(30))
-    diff = max(abs(expected[s] - got[s]) for s in expected)
-    print(f"max |train/loss difference| over 30 steps, resumed at step 20: {diff:.3g}")
-    assert diff <= 1e-6, {s: (expected[s], got[s]) for s in expected if abs(expected[s] - got[s]) > 1e-6}
+    assert_same_losses(whole, cut, "pretraining, resumed at step 20")
     assert losses(cut, "val/loss") == pytest.approx(losses(whole, "val/loss"), abs=1e-6)
 
 
@@ -94,11 +99,7 @@ def test_finetune_sigterm_mid_epoch_then_resume_matches(pretrain_run, sentiment_
     assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0] == {"epoch": 1, "batches_done": 2}
     resumed = run_cli("bertlite.finetune", *run, f"hydra.run.dir={cut}", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, got = losses(whole), losses(cut)
-    assert sorted(got) == sorted(expected) == list(range(30))
-    diff = max(abs(expected[s] - got[s]) for s in expected)
-    print(f"fine-tuning: max |train/loss difference| over 30 steps, resumed at step 17: {diff:.3g}")
-    assert diff <= 1e-6, {s: (expected[s], got[s]) for s in expected if abs(expected[s] - got[s]) > 1e-6}
+    assert_same_losses(whole, cut, "fine-tuning, resumed at step 17")
 
 
 def test_ckpt_path_last_without_a_previous_run_is_one_clear_error(tmp_path):
@@ -118,17 +119,9 @@ def test_ctrl_c_finishes_the_step_and_saves(tiny_corpus, tmp_path):
 def test_streaming_sigterm_mid_stream_then_resume_matches(tiny_corpus, tmp_path, workers):
     """data.streaming=true, read by 0 or 2 DataLoader workers: stopped at step 20 and resumed, the per-step
     losses are those of a run never interrupted (the stream position travels in last.ckpt)."""
-    import gzip
-    import json
-
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    lines = tiny_corpus.read_text().splitlines()
-    for s in range(4):
-        with gzip.open(shards / f"part-{s}.jsonl.gz", "wt") as f:
-            f.writelines(json.dumps({"text": t}) + "\n" for t in lines[s::4])
-    data = ["data=text_files", f"data.train_files={shards}/*.jsonl.gz", "data.streaming=true",
-            "data.shuffle_buffer=24", "data.validation_blocks=16", f"data.num_workers={workers}"]
+    shards = jsonl_shards(tiny_corpus, tmp_path / "shards")
+    data = ["data=text_files", f"data.train_files={shards}", "data.streaming=true", "data.shuffle_buffer=24",
+            "data.validation_blocks=16", f"data.num_workers={workers}"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     result = run_cli("bertlite.pretrain", *RUN, *data, f"hydra.run.dir={whole}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -136,11 +129,7 @@ def test_streaming_sigterm_mid_stream_then_resume_matches(tiny_corpus, tmp_path,
     interrupt(signal.SIGTERM, [*RUN, *data, f"hydra.run.dir={cut}"], at_step=20, flag=tmp_path / "at_step")
     resumed = run_cli("bertlite.pretrain", *RUN, *data, f"hydra.run.dir={cut}", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, got = losses(whole), losses(cut)
-    assert sorted(got) == sorted(expected) == list(range(30))
-    diff = max(abs(expected[s] - got[s]) for s in expected)
-    print(f"streaming, {workers} workers: max |train/loss difference| over 30 steps, resumed at step 20: {diff:.3g}")
-    assert diff <= 1e-6, {s: (expected[s], got[s]) for s in expected if abs(expected[s] - got[s]) > 1e-6}
+    assert_same_losses(whole, cut, f"streaming, {workers} workers, resumed at step 20")
 
 
 @pytest.mark.xdist_group("distributed")
