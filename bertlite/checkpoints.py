@@ -29,7 +29,10 @@ TASK_HINTS = {
     "encoder": "an encoder-only checkpoint (no head): fine-tune it with bertlite-finetune pretrained=<it>, "
                "or embed texts with bertlite.load(<it>).encode(...)",
     "classification": "a classification checkpoint: use bertlite.load(<it>).predict(...) or bertlite-predict",
+    "token_classification": "a token classification (NER) checkpoint: use bertlite.load(<it>).predict(...) "
+                            "or bertlite-predict",
 }
+LABELLED_TASKS = ("classification", "token_classification")  # checkpoints that carry their label names
 
 
 TRUST_HINT = ("if the file is your own (written by an older bertlite or your own code), open it with "
@@ -138,10 +141,10 @@ def check_section(path, checkpoint: dict[str, Any]) -> None:
     except ValueError:
         raise CheckpointError(f"{damaged}: bertlite.tokenizer is not a tokenizer's JSON") from None
     labels = section.get("label_names")
-    if section["task"] == "classification" and (
+    if section["task"] in LABELLED_TASKS and (
             not isinstance(labels, (list, tuple)) or not labels or not all(isinstance(x, str) for x in labels)):
         raise CheckpointError(f"{damaged}: bertlite.label_names must be a non-empty list of strings in a "
-                              f"classification checkpoint, found {labels!r}"[:300])
+                              f"{section['task']} checkpoint, found {labels!r}"[:300])
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{damaged}: its state_dict is not a dict of tensors")

@@ -7,6 +7,8 @@
     gpt.generate("It was a dark and", max_new_tokens=40, temperature=0.8, top_k=50)
     mlm = bertlite.load("runs/pretrain/checkpoints/last.ckpt")
     mlm.fill_mask("The capital of France is [MASK].")           # -> [{"token", "score", "sequence"}, ...]
+    ner = bertlite.load("runs/conll2003/checkpoints/best.ckpt")
+    ner.predict(["Angela Merkel visited Paris ."])  # -> [[{"type": "PER", "text": "Angela Merkel", "start": 0, ...}]]
 
 Texts are encoded once, sorted by length, and run in batches padded only to their own longest text,
 under ``torch.inference_mode``. On a GPU the model runs in bf16 where the card multiplies it natively, and
@@ -26,10 +28,11 @@ from bertlite.data.classification import encode_texts, pad_batch, truncating
 from bertlite.data.tokenizer import MASK, special_ids, tokenizer_from_json
 from bertlite.errors import BertliteError, CheckpointError, ConfigError
 from bertlite.models.config import config_from_dict
-from bertlite.models.encoder import BertEncoder, BertForMaskedLM
+from bertlite.models.encoder import BertEncoder, BertForMaskedLM, BertForTokenClassification
 from bertlite.models.heads import pool
 from bertlite.models.registry import PRETRAINING_MODELS, build_classifier
 from bertlite.precision import check_compile, compile_model, resolve_compile, resolve_dtype
+from bertlite.tasks.entity_metrics import get_entities
 
 
 PAD_TO_MULTIPLE_OF = 8  # as in fine-tuning (conf/data/_classification.yaml): few distinct batch shapes
@@ -88,8 +91,18 @@ class Predictor:
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def batches(self, texts: Sequence[str], pairs: Sequence[str] | None, batch_size: int):
-        """Yield (original indices, padded batch on the device), longest texts first."""
+    def batches(self, texts: Sequence[str], pairs: Sequence[str] | None, batch_size: int, encodings=None):
+        """Yield (original indices, padded batch on the device), longest texts first (``encodings``: those of
+        ``encode_inputs(texts, pairs)``, when the caller needs them too)."""
+        encodings = self.encode_inputs(texts, pairs) if encodings is None else encodings
+        order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            rows = [{"input_ids": encodings[i].ids, "token_type_ids": encodings[i].type_ids} for i in idx]
+            yield idx, {k: v.to(self.device) for k, v in pad_batch(rows, self.pad_id, PAD_TO_MULTIPLE_OF).items()}
+
+    def encode_inputs(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list:
+        """The texts' encodings, truncated to the model's length; empty texts are an error."""
         if isinstance(texts, str):
             raise TypeError("pass a list of texts, e.g. predict([text])")
         if pairs is not None and len(pairs) != len(texts):
@@ -98,13 +111,8 @@ class Predictor:
         if empty:
             raise BertliteError(f"{len(empty)} empty text(s) to predict (positions {empty[:10]}); "
                                 "there is nothing to classify: remove them or fill them in")
-        encodings = encode_texts(truncating(self.tokenizer, self.max_seq_len), [str(t) for t in texts],
-                                 None if pairs is None else [str(p) for p in pairs])
-        order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            rows = [{"input_ids": encodings[i].ids, "token_type_ids": encodings[i].type_ids} for i in idx]
-            yield idx, {k: v.to(self.device) for k, v in pad_batch(rows, self.pad_id, PAD_TO_MULTIPLE_OF).items()}
+        return encode_texts(truncating(self.tokenizer, self.max_seq_len), [str(t) for t in texts],
+                            None if pairs is None else [str(p) for p in pairs])
 
 
 class Classifier(Predictor):
@@ -127,6 +135,58 @@ class Classifier(Predictor):
     def predict(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 64) -> list[str]:
         """The most probable label name of each text."""
         return [self.labels[i] for i in self.predict_proba(texts, text_pairs, batch_size).argmax(-1).tolist()]
+
+
+class TokenClassifier(Predictor):
+    """Named entities (or any IOB tags) in raw texts. Words are split as the tokenizer's pre-tokenizer splits
+    them (whitespace and punctuation); each word takes the tag of its first piece, and entities are read from the
+    word tags as the metric reads them (seqeval's default mode)."""
+
+    task = "token_classification"
+
+    def build_model(self) -> BertForTokenClassification:
+        self.labels: list[str] = list(self.meta["label_names"])
+        return BertForTokenClassification(self.config, len(self.labels))
+
+    @torch.inference_mode()
+    def predict_words(self, texts: Sequence[str], batch_size: int = 64) -> list[list[dict]]:
+        """Per text, its words in order: {word, start, end, tag, score} (character offsets into the text; the
+        probability of the tag). Words past the model's length are left out."""
+        encodings = self.encode_inputs(texts)
+        out: list[list[dict]] = [[] for _ in texts]
+        for idx, batch in self.batches(texts, None, batch_size, encodings):
+            logits = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            scores, tags = (t.tolist() for t in logits.float().softmax(-1).max(-1))
+            for row, i in enumerate(idx):
+                text, words = str(texts[i]), out[i]
+                prev = None
+                for pos, (w, (start, end)) in enumerate(zip(encodings[i].word_ids, encodings[i].offsets)):
+                    if w is None:
+                        prev = None
+                        continue
+                    if w != prev:  # the first piece of a word: its tag and score are the word's
+                        words.append({"start": start, "end": end, "tag": self.labels[tags[row][pos]],
+                                      "score": scores[row][pos]})
+                    else:
+                        words[-1]["end"] = end
+                    prev = w
+                for word in words:
+                    word["word"] = text[word["start"]:word["end"]]
+        return out
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[list[dict]]:
+        """Per text, its entities: {type, text, start, end, score}, with ``text[start:end]`` the entity's text and
+        ``score`` the mean probability of its words' tags."""
+        results = []
+        for text, words in zip(texts, self.predict_words(texts, batch_size)):
+            entities = []
+            for type_, first, last in get_entities([w["tag"] for w in words]):
+                start, end = words[first]["start"], words[last]["end"]
+                score = sum(w["score"] for w in words[first:last + 1]) / (last - first + 1)
+                entities.append({"type": type_, "text": str(text)[start:end], "start": start, "end": end,
+                                 "score": score})
+            results.append(entities)
+        return results
 
 
 class MaskedLM(Predictor):
@@ -218,12 +278,13 @@ class Encoder(Predictor):
 
 
 PREDICTORS = {"classification": Classifier, "mlm": MaskedLM, "encoder": Encoder, "clm": TextGenerator,
-              "seq2seq": TextGenerator}
+              "seq2seq": TextGenerator, "token_classification": TokenClassifier}
 
 
 def load(path: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
          compile: bool | str = "auto", trust: bool = False) -> Predictor:
-    """The predictor that fits the checkpoint's task: a Classifier, a MaskedLM, an Encoder or a TextGenerator.
+    """The predictor that fits the checkpoint's task: a Classifier, a TokenClassifier, a MaskedLM, an Encoder or a
+    TextGenerator.
     ``path`` is a bertlite checkpoint, a bertlite model folder (see save_pretrained), or ``hf:<folder>`` for a Hugging
     Face BERT folder. ``dtype``: None (bf16 on a GPU that supports it, else fp32), "bf16", "fp32", "fp16" or a
     torch.dtype; probabilities and embeddings come back in fp32 whatever it is. ``compile``: "auto" (torch.compile

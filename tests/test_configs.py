@@ -47,7 +47,7 @@ def is_pretraining_data(option: str) -> bool:
 
 def primary_for(group: str, option: str) -> str:
     """Each option composes under the entry point it belongs to."""
-    if group == "data" and not is_pretraining_data(option) or group == "task" and option == "classification" \
+    if group == "data" and not is_pretraining_data(option) or group == "task" and option in ("classification", "token_classification") \
             or group in ("callbacks", "schedule") and option.startswith("finetune"):
         return "finetune"
     return "pretrain"

@@ -9,7 +9,8 @@ GPT and encoder-decoder included: shareable without pickle, read by bertlite.loa
 
 from-hf reads config.json, model.safetensors (or pytorch_model.bin, sharded or not) and tokenizer.json (or
 vocab.txt) and writes a bertlite checkpoint: classification, MLM or encoder-only, after the heads the folder has.
-to-hf writes a folder that ``transformers`` loads with BertForSequenceClassification / BertForMaskedLM / BertModel.
+to-hf writes a folder that ``transformers`` loads with BertForSequenceClassification / BertForTokenClassification /
+BertForMaskedLM / BertModel.
 """
 
 from __future__ import annotations

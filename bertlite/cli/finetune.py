@@ -1,10 +1,11 @@
-"""bertlite-finetune: fine-tune a sequence classifier, from a pretraining checkpoint or from scratch.
+"""bertlite-finetune: fine-tune a classifier or a token tagger (NER), from a pretrained model or from scratch.
 
     bertlite-finetune data=sst2 pretrained=outputs/pretrain/<run>/checkpoints/last.ckpt
     bertlite-finetune data=mrpc pretrained=... task.lr=5e-5
     bertlite-finetune data=csv data.train_file=train.csv data.text_column=review data.label_column=stars
     bertlite-finetune data=sst2 pretrained=null model=bert-mini          # random initialisation (ablation)
     bertlite-finetune data=sst2 pretrained=hf:/path/to/hf_bert_folder    # a Hugging Face BERT folder
+    bertlite-finetune task=token_classification data=conll2003 tokenizer.lowercase=false   # NER
 
 At the end the best checkpoint (by the data set's metric) is evaluated on validation and test data,
 and the numbers are written to metrics.json in the run directory.
@@ -34,18 +35,23 @@ log = logging.getLogger("bertlite.finetune")
 def finetune(cfg: DictConfig) -> dict:
     import lightning as L
     from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import instantiate
+    from hydra.utils import get_class, instantiate
 
     from bertlite.checkpoints import read_checkpoint
     from bertlite.data.tokenizer import special_ids
     from bertlite.models.config import config_from_dict
-    from bertlite.tasks.classification import resolve_metric
 
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
 
     datamodule = instantiate(cfg.data)
+    task_class = get_class(cfg.task._target_)  # ClassificationTask, TokenClassificationTask
+    data_task = getattr(datamodule, "task_name", "classification")
+    if data_task != task_class.task_name:
+        raise ConfigError(f"data={HydraConfig.get().runtime.choices.get('data')} is {data_task} data but "
+                          f"task={HydraConfig.get().runtime.choices.get('task')} is {task_class.task_name}: "
+                          f"add task={data_task} (or choose a {task_class.task_name} data set)")
     # a pretraining checkpoint (MLM, CLM, seq2seq, encoder), or hf:<folder>: an HF BERT with any head (its encoder
     # is used; a classifier head in it is not)
     pretraining_tasks = None if str(cfg.pretrained).startswith("hf:") else ("mlm", "clm", "seq2seq", "encoder")
@@ -74,7 +80,7 @@ def finetune(cfg: DictConfig) -> dict:
                           f"untrained. Set data.max_seq_len={trained_seq_len} (longer texts are truncated)")
 
     label_names = datamodule.find_label_names()
-    cfg.data.metric = resolve_metric(cfg.data.metric, len(label_names))  # callbacks monitor val/<metric>
+    cfg.data.metric = task_class.resolve_metric(cfg.data.metric, len(label_names))  # callbacks monitor val/<metric>
     if is_rank_zero():
         save_resolved_config(cfg, output_dir)
     task = instantiate(cfg.task, model=model_config, num_labels=len(label_names), label_names=label_names,
@@ -91,7 +97,7 @@ def finetune(cfg: DictConfig) -> dict:
     apply_global_batch_size(trainer, datamodule, cfg.get("global_batch_size"))
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
     if ckpt_path:  # refused or damaged files fail here, in one line, before Lightning opens them
-        read_checkpoint(ckpt_path, expect_task="classification", trust=trust)
+        read_checkpoint(ckpt_path, expect_task=task_class.task_name, trust=trust)
     fit(trainer, task, datamodule, ckpt_path, trust)
     train_seconds = time.perf_counter() - started
 

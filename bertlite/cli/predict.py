@@ -1,4 +1,5 @@
-"""bertlite-predict: labels and probabilities for a text or a file of texts, from a classification checkpoint."""
+"""bertlite-predict: labels and probabilities for a text or a file of texts, from a classification checkpoint;
+the entities in each text (type, text, start, end, score) from a token classification checkpoint."""
 
 from __future__ import annotations
 
@@ -39,12 +40,22 @@ def read_inputs(cfg: DictConfig) -> tuple[list[str], list[str] | None]:
 
 
 def predict(cfg: DictConfig) -> list[dict]:
-    from bertlite.inference import Classifier
+    from bertlite.checkpoints import read_checkpoint
+    from bertlite.inference import Classifier, TokenClassifier
 
     output = Path(cfg.output) if cfg.output else None
     if output is not None and output.suffix not in (".jsonl", ".csv"):
         raise ConfigError(f"output={output}: the file must end in .jsonl or .csv")
-    classifier = Classifier(cfg.checkpoint, device=cfg.device, trust=cfg.trust_checkpoint)
+    checkpoint = read_checkpoint(cfg.checkpoint, expect_task=("classification", "token_classification"),
+                                 trust=cfg.trust_checkpoint)
+    if checkpoint["bertlite"]["task"] == "token_classification":
+        tagger = TokenClassifier(checkpoint, device=cfg.device)
+        texts, pairs = read_inputs(cfg)
+        if pairs:
+            raise ConfigError("a token classification model tags single texts: drop text_pair / text_pair_column")
+        rows = [{"text": t, "entities": e} for t, e in zip(texts, tagger.predict(texts, cfg.batch_size))]
+        return write_rows(rows, output)
+    classifier = Classifier(checkpoint, device=cfg.device)
     texts, pairs = read_inputs(cfg)
     probs = classifier.predict_proba(texts, pairs, batch_size=cfg.batch_size)
     rows = []
@@ -53,6 +64,11 @@ def predict(cfg: DictConfig) -> list[dict]:
                "label": classifier.labels[max(range(len(p)), key=p.__getitem__)],
                **{f"p_{name}": round(v, 6) for name, v in zip(classifier.labels, p)}}
         rows.append(row)
+    return write_rows(rows, output)
+
+
+def write_rows(rows: list[dict], output: Path | None) -> list[dict]:
+    """JSON lines to stdout, or a .jsonl or .csv file (lists, such as entities, as JSON text in a CSV cell)."""
     if output is None:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
@@ -62,7 +78,8 @@ def predict(cfg: DictConfig) -> list[dict]:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for k, v in r.items()}
+                         for r in rows)
         write_text_atomically(output, buffer.getvalue())
     if output is not None:
         log.info("Wrote %d predictions to %s", len(rows), output)

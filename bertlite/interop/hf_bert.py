@@ -46,6 +46,10 @@ CLASSIFIER_HEAD = {  # bertlite's ClassificationHead is BERT's pooler (dense + t
     "head.classifier.weight": "classifier.weight",
     "head.classifier.bias": "classifier.bias",
 }
+TOKEN_CLASSIFIER_HEAD = {  # BertForTokenClassification: dropout and a linear layer on every position (no pooler)
+    "head.classifier.weight": "classifier.weight",
+    "head.classifier.bias": "classifier.bias",
+}
 POOLER = {  # an HF BertModel's pooler, kept by bertlite's BertEncoder(pooler=True)
     "pooler.dense.weight": "bert.pooler.dense.weight",
     "pooler.dense.bias": "bert.pooler.dense.bias",

@@ -2,6 +2,7 @@
 
     export_hf_bert("runs/sst2/checkpoints/best.ckpt", "exported/")
     # AutoModelForSequenceClassification.from_pretrained("exported/"); AutoTokenizer.from_pretrained("exported/")
+    # (a token classification checkpoint: AutoModelForTokenClassification)
 
 Writes config.json, model.safetensors and the tokenizer (tokenizer.json, vocab.txt, tokenizer_config.json,
 special_tokens_map.json). The folder is assembled beside the target and renamed into place, so a failure
@@ -20,17 +21,19 @@ from bertlite.checkpoints import model_state, read_checkpoint
 from bertlite.data.tokenizer import CLS, MASK, PAD, SEP, UNK, tokenizer_from_json
 from bertlite.nn.attention import split_qkv
 from bertlite.errors import ConfigError
-from bertlite.interop.hf_bert import CLASSIFIER_HEAD, MLM_HEAD, POOLER, backbone_names, config_to_hf
+from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, MLM_HEAD, POOLER, TOKEN_CLASSIFIER_HEAD, backbone_names,
+                                      config_to_hf)
 from bertlite.models.config import config_from_dict
 
 ARCHITECTURES = {"classification": "BertForSequenceClassification", "mlm": "BertForMaskedLM",
-                 "encoder": "BertModel"}
+                 "encoder": "BertModel", "token_classification": "BertForTokenClassification"}
+HEADS = {"classification": CLASSIFIER_HEAD, "mlm": MLM_HEAD, "token_classification": TOKEN_CLASSIFIER_HEAD}
 
 
 def hf_state_dict(task: str, state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
     """bertlite weight names -> HF names (BertModel files carry no ``bert.`` prefix)."""
     names = backbone_names(n_layers)
-    names.update({"classification": CLASSIFIER_HEAD, "mlm": MLM_HEAD}.get(task, {}))
+    names.update(HEADS.get(task, {}))
     if task == "encoder" and "pooler.dense.weight" in state:
         names.update(POOLER)
     out = {theirs: state[ours].detach().to(torch.float32).contiguous().clone() for ours, theirs in names.items()}
@@ -72,7 +75,8 @@ def export_hf_bert(checkpoint_path: str | Path, out: str | Path, overwrite: bool
     if task == "classification" and meta.get("pooling", "cls") != "cls":
         raise ConfigError(f"cannot export to Hugging Face BERT: pooling={meta['pooling']!r} has no HF equivalent "
                           "(BertForSequenceClassification pools [CLS]); fine-tune with task.pooling=cls")
-    hf_config = config_to_hf(config, ARCHITECTURES[task], meta.get("label_names") if task == "classification" else None)
+    labelled = task in ("classification", "token_classification")
+    hf_config = config_to_hf(config, ARCHITECTURES[task], meta.get("label_names") if labelled else None)
 
     def fill(folder: Path) -> None:
         (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")

@@ -3,8 +3,9 @@
     checkpoint, report = import_hf_bert("bert-base-uncased/")     # needs only torch and safetensors
 
 The folder's weights decide what comes out: ``classifier.*`` -> a classification checkpoint (the pooler
-becomes the head's dense layer, as it is in HF); ``cls.predictions.*`` -> a masked-LM checkpoint; only the
-encoder -> an ``encoder`` checkpoint, for fine-tuning or feature extraction.
+becomes the head's dense layer, as it is in HF), or a token classification one where config.json's architectures
+name BertForTokenClassification (or, naming none, the folder has a classifier and no pooler); ``cls.predictions.*`` -> a
+masked-LM checkpoint; only the encoder -> an ``encoder`` checkpoint, for fine-tuning or feature extraction.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from bertlite.checkpoints import load_torch_file
 from bertlite.data.tokenizer import load_tokenizer, special_ids
 from bertlite.nn.attention import split_qkv
 from bertlite.errors import CheckpointError, ConfigError
-from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, IGNORED, MLM_HEAD, POOLER, backbone_names, config_from_hf,
-                                      normalise_hf_names)
+from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, IGNORED, MLM_HEAD, POOLER, TOKEN_CLASSIFIER_HEAD,
+                                      backbone_names, config_from_hf, normalise_hf_names)
 from bertlite.models.config import BertConfig
-from bertlite.models.encoder import BertEncoder, BertForMaskedLM, BertForSequenceClassification
+from bertlite.models.encoder import (BertEncoder, BertForMaskedLM, BertForSequenceClassification,
+                                     BertForTokenClassification)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 @dataclass
 class ImportReport:
-    task: str  # classification | mlm | encoder
+    task: str  # classification | token_classification | mlm | encoder
     missing: list[str] = field(default_factory=list)  # HF names bertlite wanted and did not find (heads only)
     unexpected: list[str] = field(default_factory=list)  # HF names bertlite has no place for
 
@@ -83,8 +85,12 @@ def read_hf_tokenizer(folder: Path) -> Tokenizer:
     raise CheckpointError(f"no tokenizer in {folder}: expected tokenizer.json or vocab.txt")
 
 
-def _kind(state: dict[str, torch.Tensor]) -> str:
+def _kind(state: dict[str, torch.Tensor], hf_config: dict | None = None) -> str:
     if "classifier.weight" in state:
+        architectures = (hf_config or {}).get("architectures") or []
+        if any(a.endswith("ForTokenClassification") for a in architectures) or (
+                not architectures and POOLER["pooler.dense.weight"] not in state):
+            return "token_classification"
         return "classification"
     if any(k.startswith("cls.predictions.transform.") for k in state):
         return "mlm"
@@ -112,7 +118,7 @@ def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
     special_ids(tokenizer)  # BERT's special tokens must all be there
 
     state = normalise_hf_names(read_hf_weights(folder))
-    kind = _kind(state)
+    kind = _kind(state, hf_config)
     report = ImportReport(kind)
     names = backbone_names(config.n_layers)
     meta: dict = {}
@@ -121,6 +127,11 @@ def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
         model: nn.Module = BertForSequenceClassification(config, len(labels), pooling="cls")
         names.update(CLASSIFIER_HEAD)
         meta = {"label_names": labels, "pooling": "cls", "metric": "acc", "max_seq_len": config.max_seq_len}
+    elif kind == "token_classification":
+        labels = _label_names(hf_config, state["classifier.weight"].shape[0])
+        model = BertForTokenClassification(config, len(labels))
+        names.update(TOKEN_CLASSIFIER_HEAD)
+        meta = {"label_names": labels, "metric": "entity_f1", "max_seq_len": config.max_seq_len}
     elif kind == "mlm":
         model = BertForMaskedLM(config)
         names.update(MLM_HEAD)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from bertlite.models.config import BertConfig
-from bertlite.models.heads import ClassificationHead, Pooler, pool
+from bertlite.models.heads import ClassificationHead, Pooler, TokenClassificationHead, pool
 from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, padding_mask
 from bertlite.nn.feedforward import ACTIVATIONS
 from bertlite.nn.packing import PackedSequences
@@ -139,3 +139,21 @@ class BertForSequenceClassification(nn.Module):
         """-> logits (B, num_labels)."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         return self.head(pool(hidden, attention_mask, self.pooling))
+
+
+class BertForTokenClassification(nn.Module):
+    """The encoder and a per-position head: one score per tag for every token (named-entity recognition)."""
+
+    backbone = "bert"
+
+    def __init__(self, config: BertConfig, num_labels: int, classifier_dropout: float = 0.1):
+        super().__init__()
+        self.config, self.num_labels = config, num_labels
+        self.bert = BertModel(config)
+        self.head = TokenClassificationHead(config.d_model, num_labels, classifier_dropout)
+        init_weights(self, config.init_std)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        """-> logits (B, T, num_labels)."""
+        return self.head(self.bert(input_ids, attention_mask, token_type_ids))

@@ -49,3 +49,15 @@ class ClassificationHead(nn.Module):
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.classifier(self.dropout(torch.tanh(self.dense(pooled))))  # (B, C) -> (B, num_labels)
+
+
+class TokenClassificationHead(nn.Module):
+    """Dropout, then a linear layer from each position's hidden state to the tags (BERT's token-level head)."""
+
+    def __init__(self, d_model: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(d_model, num_labels)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.classifier(self.dropout(hidden))  # (B, T, C) -> (B, T, num_labels)

@@ -16,7 +16,6 @@ from bertlite.tasks.optim import parameter_groups
 METRICS = ("acc", "f1", "mcc", "macro_f1")
 
 
-
 def resolve_metric(metric: str, num_labels: int) -> str:
     """'auto': accuracy (acc) for two classes, macro-F1 for more (GLUE: F1 for MRPC, Matthews correlation for CoLA)."""
     if metric == "auto":
@@ -39,6 +38,29 @@ def build_metrics(num_labels: int) -> MetricCollection:
     return MetricCollection(metrics)
 
 
+def freeze_backbone(model: torch.nn.Module, freeze_embeddings: bool, freeze_layers: int) -> None:
+    """Keep the embeddings and / or the lowest ``freeze_layers`` layers of the model's first stack fixed."""
+    backbone = getattr(model, model.backbone)
+    if freeze_embeddings:
+        backbone.embeddings.requires_grad_(False)
+    layers = [m for name, m in backbone.named_modules() if name.endswith("layers")][0]  # the first stack
+    if freeze_layers > len(layers):
+        raise ConfigError(f"freeze_layers={freeze_layers} but the model's first stack has {len(layers)} layers")
+    for layer in layers[:freeze_layers]:
+        layer.requires_grad_(False)
+
+
+def load_backbone(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Copy a pretrained backbone (``model.bert.*``, ``model.gpt.*`` or ``model.transformer.*`` of a checkpoint)."""
+    prefix = f"model.{model.backbone}."
+    weights = {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not weights:
+        raise ConfigError(f"the pretrained checkpoint holds no {model.backbone} weights ({prefix}*)")
+    missing, unexpected = getattr(model, model.backbone).load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"pretrained weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
 class ClassificationTask(BertliteTask):
     """Fine-tune an encoder with a pooled classification head.
 
@@ -47,6 +69,7 @@ class ClassificationTask(BertliteTask):
     """
 
     task_name = "classification"
+    resolve_metric = staticmethod(resolve_metric)  # data.metric -> the metric to monitor (bertlite-finetune)
 
     def __init__(self, model: dict, num_labels: int, label_names: list[str], metric: str = "accuracy",
                  pooling: str = "auto", classifier_dropout: float = 0.1, layerwise_lr_decay: float = 1.0,
@@ -58,14 +81,7 @@ class ClassificationTask(BertliteTask):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics = build_metrics(num_labels).clone(prefix="val/")
         self.test_metrics = build_metrics(num_labels).clone(prefix="test/")
-        backbone = getattr(self.model, self.model.backbone)
-        if freeze_embeddings:
-            backbone.embeddings.requires_grad_(False)
-        layers = [m for name, m in backbone.named_modules() if name.endswith("layers")][0]  # the first stack
-        if freeze_layers > len(layers):
-            raise ConfigError(f"freeze_layers={freeze_layers} but the model's first stack has {len(layers)} layers")
-        for layer in layers[:freeze_layers]:
-            layer.requires_grad_(False)
+        freeze_backbone(self.model, freeze_embeddings, freeze_layers)
 
     def build_model(self, config):
         hp = self.hparams
@@ -82,13 +98,7 @@ class ClassificationTask(BertliteTask):
 
     def load_encoder(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Copy a pretrained backbone (``bert.*``, ``gpt.*`` or ``transformer.*`` of a pretraining checkpoint)."""
-        prefix = f"model.{self.model.backbone}."
-        weights = {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
-        if not weights:
-            raise ConfigError(f"the pretrained checkpoint holds no {self.model.backbone} weights ({prefix}*)")
-        missing, unexpected = getattr(self.model, self.model.backbone).load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise ConfigError(f"pretrained weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        load_backbone(self.model, state_dict)
         pooler = {k.removeprefix("model.pooler.dense."): v for k, v in state_dict.items()
                   if k.startswith("model.pooler.dense.")}
         if pooler and self.model.pooling == "cls":  # an HF BertModel's pretrained pooler starts the head, as in HF
