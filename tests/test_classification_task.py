@@ -70,3 +70,27 @@ def test_classifier_ignores_padding():
     mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 4)], 1).long()
     with torch.no_grad():
         torch.testing.assert_close(model(ids), model(padded, mask), atol=1e-5, rtol=0)
+
+
+def test_class_weights_weigh_the_training_loss_by_hand():
+    """task.class_weights: the training loss is sum_i w[y_i] * CE_i / sum_i w[y_i], computed here by hand."""
+    import math
+
+    from bertlite.tasks.classification import class_weights
+
+    task = ClassificationTask(CONFIG, num_labels=3, label_names=["a", "b", "c"], class_weights=[1.0, 3.0, 0.5])
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 1.0]])
+    labels = torch.tensor([0, 1, 2, 1])
+    w = [1.0, 3.0, 0.5]
+    ce = [math.log(sum(math.exp(v) for v in row)) - row[y] for row, y in zip(logits.tolist(), labels.tolist())]
+    expected = sum(w[y] * c for y, c in zip(labels.tolist(), ce)) / sum(w[y] for y in labels.tolist())
+    assert task.loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    unweighted = ClassificationTask(CONFIG, num_labels=3, label_names=["a", "b", "c"])
+    assert unweighted.loss(logits, labels).item() == pytest.approx(sum(ce) / 4, rel=1e-6)
+    # auto: n / (k * n_c), scikit-learn's "balanced"
+    assert class_weights("auto", {"neg": 6, "pos": 2}, ["neg", "pos"]) == [8 / 12, 8 / 4]
+    assert class_weights([2, 1], {"neg": 6, "pos": 2}, ["neg", "pos"]) == [2.0, 1.0]
+    assert class_weights(None, {}, ["neg", "pos"]) is None
+    for bad in ([1.0], [1.0, -1.0], "often"):
+        with pytest.raises(ConfigError, match="task.class_weights"):
+            class_weights(bad, {"neg": 6, "pos": 2}, ["neg", "pos"])

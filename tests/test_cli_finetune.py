@@ -184,3 +184,25 @@ def test_positions_past_the_pretrained_length_are_one_clear_error(pretrain_run, 
                      f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "data.max_seq_len=32 goes past the 16 positions" in result.stderr and "data.max_seq_len=16" in result.stderr
+
+
+def test_class_weights_auto_from_the_training_labels(tmp_path):
+    """task.class_weights=auto on 90 'common' and 30 'rare' training rows: weights 120 / (2 * n_c), logged, and the
+    run trains with them; a list of the wrong length is one clear error."""
+    for name, n in (("train.csv", 120), ("dev.csv", 20)):
+        with open(tmp_path / name, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            for i in range(n):
+                label = "rare" if i % 4 == 0 else "common"
+                writer.writerow([f"row {i} is {label} .", label])
+    tiny = ["data=csv", f"data.train_file={tmp_path / 'train.csv'}", f"data.validation_file={tmp_path / 'dev.csv'}",
+            "model=bert-tiny", "model.d_model=64", "model.n_heads=2", "model.d_ff=128", "tokenizer.vocab_size=200",
+            "data.max_seq_len=32", "trainer.max_steps=4", "trainer.max_epochs=-1", "callbacks.progress_bar=null"]
+    result = run_cli("bertlite.finetune", *tiny, "task.class_weights=auto", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (tmp_path / "run" / "finetune.log").read_text()
+    weights = {"common": round(120 / (2 * 90), 4), "rare": round(120 / (2 * 30), 4)}
+    assert f"Class weights (task.class_weights=auto): {weights}" in log, log[-2000:]
+    bad = run_cli("bertlite.finetune", *tiny, "task.class_weights=[1.0]", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode == 2 and "task.class_weights=[1.0]" in bad.stderr and "['common', 'rare']" in bad.stderr

@@ -27,15 +27,16 @@ def tokenizer():
     return train_wordpiece([" ".join(WORDS)] * 20, vocab_size=120)
 
 
-def write_shards(folder, n_shards: int, docs_per_shard: int, words_per_doc=None, seed: int = 0) -> list[str]:
-    """``n_shards`` .jsonl.gz files of random word documents; ``words_per_doc`` fixed makes one block per document."""
+def write_shards(folder, n_shards: int, docs_per_shard: int | list[int], words_per_doc=None, seed: int = 0) -> list[str]:
+    """``n_shards`` .jsonl.gz files of random word documents (``docs_per_shard``: a number, or one per shard);
+    ``words_per_doc`` fixed makes one block per document."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for s in range(n_shards):
         files.append(str(folder / f"part-{s:02d}.jsonl.gz"))
         with gzip.open(files[-1], "wt") as f:
-            for _ in range(docs_per_shard):
+            for _ in range(docs_per_shard if isinstance(docs_per_shard, int) else docs_per_shard[s]):
                 n = words_per_doc or rng.randint(1, 40)
                 f.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(n))}) + "\n")
     return files
@@ -165,10 +166,13 @@ def test_streaming_needs_max_steps(tmp_path, tiny_corpus):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("distributed")
-@pytest.mark.parametrize("n_shards,docs_per_shard", [(8, 12)])
+# rank 0 reads shards 0, 2, 4, 6 (5 + 9 + 13 + 21 blocks), rank 1 the others (12 each): 48 blocks per rank. Half-way
+# (24 blocks) rank 1 is at the end of a shard and rank 0, in any shard order, inside one: a rank that restored the
+# other's position would repeat or skip blocks
+@pytest.mark.parametrize("n_shards,docs_per_shard", [(8, [5, 12, 9, 12, 13, 12, 21, 12])])
 def test_two_processes_see_every_block_of_the_corpus_once(tmp_path, n_shards, docs_per_shard):
-    """A 2-process DDP run (gloo) streaming .jsonl.gz shards for one pass: the blocks trained on by the two ranks
-    are the corpus's blocks, each exactly once. (3 shards, where the ranks split each shard's blocks instead, pass
+    """A 2-process DDP run (gloo) streaming .jsonl.gz shards for one pass, stopped half-way and resumed: the blocks
+    trained on by the two ranks are the corpus's blocks, each exactly once. (3 shards, where the ranks split each shard's blocks instead, pass
     here too, as (3, 16); test_ranks_and_workers_read_every_block_exactly_once covers them without processes.)"""
     from bertlite.data.tokenizer import load_tokenizer
 
@@ -187,14 +191,18 @@ def test_two_processes_see_every_block_of_the_corpus_once(tmp_path, n_shards, do
             corpus.append((ids["cls"], *enc, ids["sep"]))
     steps = len(corpus) // 2 // 8
     out = tmp_path / "seen"
-    result = run_cli("bertlite.pretrain", *TINY_RUN, "model=gpt-tiny", "task=clm", "data=text_files",
-                     f"data.train_files={tmp_path / 'shards'}/*.jsonl.gz", "data.streaming=true",
-                     f"data.validation_files={tmp_path / 'val'}/part-00.jsonl.gz", "data.shuffle_buffer=5",
-                     f"tokenizer.path={tok_file}", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                     "trainer.strategy=ddp_spawn", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
-                     "+callbacks.record._target_=tests.stream_recorder.RecordBlocks", f"+callbacks.record.out={out}",
-                     f"hydra.run.dir={tmp_path / 'run'}", timeout=300, subprocess_run=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run = [*TINY_RUN, "model=gpt-tiny", "task=clm", "data=text_files",
+           f"data.train_files={tmp_path / 'shards'}/*.jsonl.gz", "data.streaming=true",
+           f"data.validation_files={tmp_path / 'val'}/part-00.jsonl.gz", "data.shuffle_buffer=5",
+           f"tokenizer.path={tok_file}", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+           "trainer.strategy=ddp_spawn", f"trainer.val_check_interval={steps // 2}",
+           "+callbacks.record._target_=tests.stream_recorder.RecordBlocks", f"+callbacks.record.out={out}",
+           f"hydra.run.dir={tmp_path / 'run'}"]
+    # half the pass, then a resume (ckpt_path=last) to its end: each rank goes on from its own position
+    for extra in ([f"trainer.max_steps={steps // 2}"],
+                  [f"trainer.max_steps={steps}", "ckpt_path=last", "task.extend_schedule=true"]):
+        result = run_cli("bertlite.pretrain", *run, *extra, timeout=300, subprocess_run=True)
+        assert result.returncode == 0, result.stderr[-3000:]
     seen = {r: [tuple(map(int, line.split())) for line in (out / f"rank{r}.txt").read_text().splitlines()]
             for r in (0, 1)}
     assert len(seen[0]) == len(seen[1]) == steps * 8

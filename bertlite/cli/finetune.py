@@ -83,8 +83,16 @@ def finetune(cfg: DictConfig) -> dict:
     cfg.data.metric = task_class.resolve_metric(cfg.data.metric, len(label_names))  # callbacks monitor val/<metric>
     if is_rank_zero():
         save_resolved_config(cfg, output_dir)
+    extra = {}
+    if cfg.task.get("class_weights") is not None:
+        from bertlite.tasks.classification import class_weights
+
+        extra["class_weights"] = class_weights(OmegaConf.to_object(cfg.task.class_weights) if not isinstance(
+            cfg.task.class_weights, str) else cfg.task.class_weights, datamodule.label_counts(), label_names)
+        log.info("Class weights (task.class_weights=%s): %s", cfg.task.class_weights,
+                 {n: round(w, 4) for n, w in zip(label_names, extra["class_weights"])})
     task = instantiate(cfg.task, model=model_config, num_labels=len(label_names), label_names=label_names,
-                       metric=cfg.data.metric, max_seq_len=cfg.data.max_seq_len, _convert_="all")
+                       metric=cfg.data.metric, max_seq_len=cfg.data.max_seq_len, _convert_="all", **extra)
     if pretrained is not None:
         task.load_encoder(pretrained["state_dict"])
     task.tokenizer_json = tokenizer.to_str()

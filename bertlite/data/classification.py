@@ -9,6 +9,7 @@ the label it makes label-skewed batches and costs accuracy (docs/results.md, "Le
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Iterator, Sequence
 
@@ -134,7 +135,120 @@ class ResumableBatches(DataLoader):
         self._resume = (state["epoch"], state["batches_done"])
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class LabelledDataModule(L.LightningDataModule):
+    """What the classification data modules share: the options common to both, reading the splits once,
+    tokenizing them once (``build``, from ``prepare_data`` and ``setup``) and the loaders. Subclasses read the
+    raw splits (``read_raw``), find the label names (``read_label_names``) and encode the splits
+    (``encode_splits``)."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer | None,
+        files: dict[str, str | Sequence[str] | None],
+        format: str | None,
+        path: str | None,
+        name: str | None,
+        validation_fraction: float,
+        max_train_samples: int | None,
+        metric: str,
+        max_seq_len: int,
+        batch_size: int,
+        eval_batch_size: int,
+        group_by_length: bool,
+        pad_to_multiple_of: int,
+        num_workers: int,
+        seed: int,
+    ):
+        super().__init__()
+        self.files, self.format, self.path, self.name = files, format, path, name
+        self.validation_fraction, self.max_train_samples = validation_fraction, max_train_samples
+        self.metric = metric  # the data set's own measure of success (GLUE's convention), read by the task
+        self.max_seq_len, self.batch_size, self.eval_batch_size = max_seq_len, batch_size, eval_batch_size
+        self.group_by_length, self.pad_to_multiple_of = group_by_length, pad_to_multiple_of
+        self.num_workers, self.seed = num_workers, seed
+        self.tokenizer = tokenizer
+        self.raw: datasets.DatasetDict | None = None
+        self.label_names: list[str] | None = None
+        self.datasets: dict[str, datasets.Dataset | list[dict]] = {}
+
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    # --- raw data and labels ----------------------------------------------------------------
+    def load_raw(self) -> datasets.DatasetDict:
+        """The raw splits, read once; validation carved from train where there is none, train cut to
+        ``max_train_samples``."""
+        if self.raw is not None:
+            return self.raw
+        dsd = carve_validation(self.read_raw(), self.validation_fraction, self.seed)
+        if self.max_train_samples is not None:
+            n = min(self.max_train_samples, len(dsd["train"]))
+            dsd["train"] = dsd["train"].shuffle(seed=self.seed).select(range(n))
+        self.raw = dsd
+        return dsd
+
+    def read_raw(self) -> datasets.DatasetDict:
+        """The splits as read and checked."""
+        raise NotImplementedError
+
+    def find_label_names(self) -> list[str]:
+        """The label names of the training split, found once."""
+        if self.label_names is None:
+            self.label_names = self.read_label_names(self.load_raw()["train"])
+        return self.label_names
+
+    def read_label_names(self, train: datasets.Dataset) -> list[str]:
+        """The sorted label names of the training split, checked."""
+        raise NotImplementedError
+
+    # --- tokenized splits ---------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.build()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.build()
+
+    def build(self) -> None:
+        if self.datasets:
+            return
+        if self.tokenizer is None:
+            raise RuntimeError("call set_tokenizer() before setup()")
+        raw, names = self.load_raw(), self.find_label_names()
+        self.encode_splits(raw, names, truncating(self.tokenizer, self.max_seq_len))
+
+    def encode_splits(self, raw: datasets.DatasetDict, names: list[str], tokenizer: Tokenizer) -> None:
+        """Fill ``self.datasets`` with the encoded splits (rows with input_ids, token_type_ids and length)."""
+        raise NotImplementedError
+
+    # --- loaders -------------------------------------------------------------------------------
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        return pad_batch(rows, special_ids(self.tokenizer)["pad"], self.pad_to_multiple_of)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.datasets["train"]
+        lengths = [r["length"] for r in ds] if isinstance(ds, list) else ds["length"]
+        sampler = LengthGroupedSampler(lengths, self.batch_size, seed=self.seed, group=self.group_by_length)
+        # a generator of its own: creating the iterator then draws nothing from the global RNG, which a resumed
+        # run restores to the interrupted step's state (dropout masks)
+        return ResumableBatches(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,
+                                num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=self.collate, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test") if self.labelled("test") else []
+
+    def labelled(self, split: str) -> bool:
+        """Whether the split was encoded with its labels, so that it can be scored."""
+        return split in self.datasets
+
+
+class ClassificationDataModule(LabelledDataModule):
     def __init__(
         self,
         tokenizer: Tokenizer | None = None,
@@ -159,22 +273,11 @@ class ClassificationDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ):
-        super().__init__()
-        self.files = {"train": train_file, "validation": validation_file, "test": test_file}
-        self.format, self.path, self.name, self.reader = format, path, name, dict(reader or {})
+        super().__init__(tokenizer, {"train": train_file, "validation": validation_file, "test": test_file},
+                         format, path, name, validation_fraction, max_train_samples, metric, max_seq_len,
+                         batch_size, eval_batch_size, group_by_length, pad_to_multiple_of, num_workers, seed)
         self.text_column, self.text_pair_column, self.label_column = text_column, text_pair_column, label_column
-        self.validation_fraction, self.max_train_samples = validation_fraction, max_train_samples
-        self.metric = metric  # the data set's own measure of success (GLUE's convention), read by the task
-        self.max_seq_len, self.batch_size, self.eval_batch_size = max_seq_len, batch_size, eval_batch_size
-        self.group_by_length, self.num_workers, self.seed = group_by_length, num_workers, seed
-        self.pad_to_multiple_of = pad_to_multiple_of
-        self.tokenizer = tokenizer
-        self.raw: datasets.DatasetDict | None = None
-        self.label_names: list[str] | None = None
-        self.datasets: dict[str, datasets.Dataset] = {}
-
-    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
+        self.reader = dict(reader or {})
 
     def train_texts(self) -> Iterator[str]:
         """Training text (both sentences of pairs), for fitting a tokenizer when there is no pretrained one."""
@@ -183,9 +286,7 @@ class ClassificationDataModule(L.LightningDataModule):
             yield from (t for t in train[column] if t)
 
     # --- raw data and labels ----------------------------------------------------------------
-    def load_raw(self) -> datasets.DatasetDict:
-        if self.raw is not None:
-            return self.raw
+    def read_raw(self) -> datasets.DatasetDict:
         if self.path:
             dsd = load_hub(self.path, self.name, local_files="data=csv data.train_file=<file> (csv, tsv, jsonl or "
                                                             "parquet)")
@@ -202,42 +303,28 @@ class ClassificationDataModule(L.LightningDataModule):
                                    (self.text_pair_column, "data.text_pair_column")]:
                 if column is not None and (split != "test" or column != self.label_column):
                     require_column(ds, column, option)
-        dsd = carve_validation(dsd, self.validation_fraction, self.seed)
-        if self.max_train_samples is not None:
-            dsd["train"] = dsd["train"].shuffle(seed=self.seed).select(range(min(self.max_train_samples,
-                                                                                  len(dsd["train"]))))
-        self.raw = dsd
         return dsd
 
-    def find_label_names(self) -> list[str]:
+    def read_label_names(self, train: datasets.Dataset) -> list[str]:
         """Sorted label values of the training split, as strings (integers sorted numerically)."""
-        if self.label_names is None:
-            values = set(self.load_raw()["train"][self.label_column])
-            if None in values or any(v != v for v in values):  # None, or NaN: an empty cell in a numeric column
-                raise DataError(f"the training data has rows without a label in column {self.label_column!r}")
-            if len(values) < 2:
-                raise DataError(f"the training data has only the label(s) {sorted(map(str, values))}; "
-                                "classification needs at least two")
-            numeric = all(isinstance(v, (int, float, bool)) for v in values)
-            ordered = sorted(values) if numeric else sorted(map(str, values))
-            self.label_names = [str(v) for v in ordered]
-        return self.label_names
+        values = set(train[self.label_column])
+        if None in values or any(v != v for v in values):  # None, or NaN: an empty cell in a numeric column
+            raise DataError(f"the training data has rows without a label in column {self.label_column!r}")
+        if len(values) < 2:
+            raise DataError(f"the training data has only the label(s) {sorted(map(str, values))}; "
+                            "classification needs at least two")
+        numeric = all(isinstance(v, (int, float, bool)) for v in values)
+        ordered = sorted(values) if numeric else sorted(map(str, values))
+        return [str(v) for v in ordered]
+
+    def label_counts(self) -> dict[str, int]:
+        """Training examples per label name (for task.class_weights=auto)."""
+        counts = collections.Counter(map(str, self.load_raw()["train"][self.label_column]))
+        return {name: counts[name] for name in self.find_label_names()}
 
     # --- tokenized splits ---------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        self.build()
-
-    def setup(self, stage: str | None = None) -> None:
-        self.build()
-
-    def build(self) -> None:
-        if self.datasets:
-            return
-        if self.tokenizer is None:
-            raise RuntimeError("call set_tokenizer() before setup()")
-        raw, names = self.load_raw(), self.find_label_names()
+    def encode_splits(self, raw: datasets.DatasetDict, names: list[str], tokenizer: Tokenizer) -> None:
         label_ids = {name: i for i, name in enumerate(names)}
-        tokenizer = truncating(self.tokenizer, self.max_seq_len)
         for split, ds in raw.items():
             has_labels = self.label_column in ds.column_names
             if has_labels:
@@ -280,26 +367,5 @@ class ClassificationDataModule(L.LightningDataModule):
 
         return encode
 
-    # --- loaders -------------------------------------------------------------------------------
-    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        return pad_batch(rows, special_ids(self.tokenizer)["pad"], self.pad_to_multiple_of)
-
-    def train_dataloader(self) -> DataLoader:
-        ds = self.datasets["train"]
-        sampler = LengthGroupedSampler(ds["length"], self.batch_size, seed=self.seed, group=self.group_by_length)
-        # a generator of its own: creating the iterator then draws nothing from the global RNG, which a resumed
-        # run restores to the interrupted step's state (dropout masks)
-        return ResumableBatches(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,
-                                num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, shuffle=False,
-                          collate_fn=self.collate, num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("validation")
-
-    def test_dataloader(self) -> DataLoader:
-        if "test" not in self.datasets or "label" not in self.datasets["test"].column_names:
-            return []
-        return self._eval_loader("test")
+    def labelled(self, split: str) -> bool:
+        return split in self.datasets and "label" in self.datasets[split].column_names

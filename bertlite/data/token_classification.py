@@ -17,14 +17,11 @@ import re
 from typing import Iterator, Sequence
 
 import datasets
-import lightning as L
 import torch
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader
 
-from bertlite.data.classification import SPLITS, LengthGroupedSampler, ResumableBatches, pad_batch, truncating
-from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
-from bertlite.data.tokenizer import special_ids
+from bertlite.data.classification import SPLITS, LabelledDataModule
+from bertlite.data.sources import expand_files, load_files, load_hub, require_column
 from bertlite.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -99,7 +96,7 @@ def inside_tags(label_names: Sequence[str]) -> list[int]:
     return [ids.get("I-" + name[2:], i) if name.startswith("B-") else i for i, name in enumerate(label_names)]
 
 
-class TokenClassificationDataModule(L.LightningDataModule):
+class TokenClassificationDataModule(LabelledDataModule):
     task_name = "token_classification"  # the task it feeds (bertlite-finetune checks that they agree)
 
     def __init__(
@@ -126,26 +123,16 @@ class TokenClassificationDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ):
-        super().__init__()
         if format not in (None, "conll", "json"):
             raise ConfigError(f"data.format={format!r}: token classification reads conll (column files) or json "
                               "(JSON Lines with a list of words and a list of tags per row)")
         if not isinstance(tag_column, int) or isinstance(tag_column, bool):
             raise ConfigError(f"data.tag_column={tag_column!r} must be a column index (0 is the word, -1 the last)")
-        self.files = {"train": train_file, "validation": validation_file, "test": test_file}
-        self.format, self.path, self.name, self.tag_column = format, path, name, tag_column
-        self.tokens_column, self.tags_column, self.label_all_pieces = tokens_column, tags_column, label_all_pieces
-        self.validation_fraction, self.max_train_samples, self.metric = validation_fraction, max_train_samples, metric
-        self.max_seq_len, self.batch_size, self.eval_batch_size = max_seq_len, batch_size, eval_batch_size
-        self.group_by_length, self.pad_to_multiple_of = group_by_length, pad_to_multiple_of
-        self.num_workers, self.seed = num_workers, seed
-        self.tokenizer = tokenizer
-        self.raw: datasets.DatasetDict | None = None
-        self.label_names: list[str] | None = None
-        self.datasets: dict[str, list[dict]] = {}
-
-    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer, {"train": train_file, "validation": validation_file, "test": test_file},
+                         format, path, name, validation_fraction, max_train_samples, metric, max_seq_len,
+                         batch_size, eval_batch_size, group_by_length, pad_to_multiple_of, num_workers, seed)
+        self.tag_column, self.tokens_column, self.tags_column = tag_column, tokens_column, tags_column
+        self.label_all_pieces = label_all_pieces
 
     def train_texts(self) -> Iterator[str]:
         """Training sentences, words joined by spaces: for fitting a tokenizer when there is no pretrained one."""
@@ -177,9 +164,7 @@ class TokenClassificationDataModule(L.LightningDataModule):
         tags = [[names[t] if names else str(t) for t in row] for row in ds[self.tags_column]]
         return datasets.Dataset.from_dict({"tokens": ds[self.tokens_column], "tags": tags})
 
-    def load_raw(self) -> datasets.DatasetDict:
-        if self.raw is not None:
-            return self.raw
+    def read_raw(self) -> datasets.DatasetDict:
         if self.path:
             hub = load_hub(self.path, self.name, local_files="data=conll2003 data.train_file=<file> (CoNLL columns "
                                                              "or JSON Lines)")
@@ -199,11 +184,6 @@ class TokenClassificationDataModule(L.LightningDataModule):
                 raise DataError(f"the {split} split holds no sentences; check data.{split}_file"
                                 + (f" and data.tag_column={self.tag_column}" if self.format != "json" else ""))
             self._check_rows(split, ds)
-        dsd = carve_validation(dsd, self.validation_fraction, self.seed)
-        if self.max_train_samples is not None:
-            n = min(self.max_train_samples, len(dsd["train"]))
-            dsd["train"] = dsd["train"].shuffle(seed=self.seed).select(range(n))
-        self.raw = dsd
         return dsd
 
     def _check_rows(self, split: str, ds: datasets.Dataset) -> None:
@@ -223,34 +203,20 @@ class TokenClassificationDataModule(L.LightningDataModule):
                                 "Point data.tag_column (CoNLL files, counted from 0, -1 the last) or "
                                 "data.tags_column (JSON Lines) at the tags")
 
-    def find_label_names(self) -> list[str]:
+    def read_label_names(self, train: datasets.Dataset) -> list[str]:
         """The sorted tags of the training split; with ``label_all_pieces``, I-X is added for every B-X."""
-        if self.label_names is None:
-            names = {t for tags in self.load_raw()["train"]["tags"] for t in tags}
-            if self.label_all_pieces:
-                names |= {"I-" + t[2:] for t in names if t.startswith("B-")}
-            if len(names) < 2:
-                raise DataError(f"the training data has only the tag(s) {sorted(names)}; token classification "
-                                "needs at least two")
-            self.label_names = sorted(names)
-        return self.label_names
+        names = {t for tags in train["tags"] for t in tags}
+        if self.label_all_pieces:
+            names |= {"I-" + t[2:] for t in names if t.startswith("B-")}
+        if len(names) < 2:
+            raise DataError(f"the training data has only the tag(s) {sorted(names)}; token classification "
+                            "needs at least two")
+        return sorted(names)
 
     # --- tokenized splits -----------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        self.build()
-
-    def setup(self, stage: str | None = None) -> None:
-        self.build()
-
-    def build(self) -> None:
-        if self.datasets:
-            return
-        if self.tokenizer is None:
-            raise RuntimeError("call set_tokenizer() before setup()")
-        raw, names = self.load_raw(), self.find_label_names()
+    def encode_splits(self, raw: datasets.DatasetDict, names: list[str], tokenizer: Tokenizer) -> None:
         ids = {name: i for i, name in enumerate(names)}
         inside = inside_tags(names)
-        tokenizer = truncating(self.tokenizer, self.max_seq_len)
         for split, ds in raw.items():
             if "tags" not in ds.column_names:
                 continue  # an unlabelled test split: nothing to score
@@ -279,27 +245,10 @@ class TokenClassificationDataModule(L.LightningDataModule):
 
     # --- loaders ----------------------------------------------------------------------------------
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = pad_batch(rows, special_ids(self.tokenizer)["pad"], self.pad_to_multiple_of)
+        batch = super().collate(rows)
         labels = torch.full(batch["input_ids"].shape, IGNORE, dtype=torch.long)
         starts = torch.zeros(batch["input_ids"].shape, dtype=torch.long)
         for i, r in enumerate(rows):
             labels[i, :len(r["labels"])] = torch.as_tensor(r["labels"])
             starts[i, :len(r["word_starts"])] = torch.as_tensor(r["word_starts"])
         return {**batch, "labels": labels, "word_starts": starts}
-
-    def train_dataloader(self) -> DataLoader:
-        rows = self.datasets["train"]
-        sampler = LengthGroupedSampler([r["length"] for r in rows], self.batch_size, seed=self.seed,
-                                       group=self.group_by_length)
-        return ResumableBatches(rows, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,
-                                num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, shuffle=False,
-                          collate_fn=self.collate, num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("validation")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test") if "test" in self.datasets else []

@@ -38,6 +38,21 @@ def build_metrics(num_labels: int) -> MetricCollection:
     return MetricCollection(metrics)
 
 
+def class_weights(setting, counts: dict[str, int], label_names: list[str]) -> list[float] | None:
+    """``task.class_weights``: null (every class alike), ``auto`` (inverse class frequency, n / (k * n_c), as
+    scikit-learn's "balanced": a class with half the average count weighs 2) or a list, one weight per label in
+    label order. ``counts``: the training examples of each label."""
+    if setting is None:
+        return None
+    if setting == "auto":
+        total, k = sum(counts.values()), len(label_names)
+        return [total / (k * counts[name]) for name in label_names]
+    if isinstance(setting, str) or len(setting) != len(label_names) or any(float(w) <= 0 for w in setting):
+        raise ConfigError(f"task.class_weights={setting!r}: give auto, or {len(label_names)} positive weights, one "
+                          f"per label in this order: {label_names}")
+    return [float(w) for w in setting]
+
+
 def freeze_backbone(model: torch.nn.Module, freeze_embeddings: bool, freeze_layers: int) -> None:
     """Keep the embeddings and / or the lowest ``freeze_layers`` layers of the model's first stack fixed."""
     backbone = getattr(model, model.backbone)
@@ -73,10 +88,16 @@ class ClassificationTask(BertliteTask):
 
     def __init__(self, model: dict, num_labels: int, label_names: list[str], metric: str = "accuracy",
                  pooling: str = "auto", classifier_dropout: float = 0.1, layerwise_lr_decay: float = 1.0,
-                 freeze_embeddings: bool = False, freeze_layers: int = 0, max_seq_len: int = 128, **kwargs):
+                 freeze_embeddings: bool = False, freeze_layers: int = 0, max_seq_len: int = 128,
+                 class_weights: list[float] | None = None, **kwargs):
         if len(label_names) != num_labels:
             raise ConfigError(f"{len(label_names)} label names for {num_labels} labels")
+        if class_weights is not None and (isinstance(class_weights, str) or len(class_weights) != num_labels):
+            raise ConfigError(f"class_weights={class_weights!r}: give one weight per label ({num_labels})")
         super().__init__(model, **kwargs)
+        # the training loss weighs each example by its class (task.class_weights); evaluation losses do not
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weights", weights, persistent=False)
         self.label_names, self.metric = list(label_names), resolve_metric(metric, num_labels)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics = build_metrics(num_labels).clone(prefix="val/")
@@ -107,8 +128,12 @@ class ClassificationTask(BertliteTask):
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy, weighted by class when class_weights are set: sum_i w[y_i] * CE_i / sum_i w[y_i]."""
+        return F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = F.cross_entropy(self(batch), batch["labels"])
+        loss = self.loss(self(batch), batch["labels"])
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
