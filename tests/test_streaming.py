@@ -215,3 +215,25 @@ def test_streaming_a_hub_data_set_offline_is_one_clear_error(tmp_path):
                      f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "cannot stream hub data set 'allenai/c4'" in result.stderr and "data=text_files" in result.stderr
+
+
+def test_every_local_format_streams_the_same_blocks(tmp_path, tokenizer):
+    """Text, JSON Lines (gzip-compressed or not), CSV and Parquet files of the same documents stream the same
+    blocks (one shard per file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bertlite.data.pretraining import load_text_stream
+
+    rng = random.Random(3)
+    docs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) for _ in range(60)]
+    (tmp_path / "a.txt").write_text("\n".join(docs) + "\n")
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps({"text": d}) + "\n" for d in docs)
+    (tmp_path / "a.csv").write_text("text\n" + "".join(f"{d}\n" for d in docs))
+    pq.write_table(pa.table({"text": docs}), tmp_path / "a.parquet")
+    seen = {name: blocks(load_text_stream("files", str(tmp_path / name)), tokenizer, shuffle_buffer=1)
+            for name in ("a.txt", "a.jsonl", "a.jsonl.gz", "a.csv", "a.parquet")}
+    assert len(seen["a.txt"]) > 20
+    assert all(b == seen["a.txt"] for b in seen.values())
