@@ -87,8 +87,9 @@ def finetune(cfg: DictConfig) -> dict:
     if cfg.task.get("class_weights") is not None:
         from bertlite.tasks.classification import class_weights
 
-        extra["class_weights"] = class_weights(OmegaConf.to_object(cfg.task.class_weights) if not isinstance(
-            cfg.task.class_weights, str) else cfg.task.class_weights, datamodule.label_counts(), label_names)
+        setting = cfg.task.class_weights
+        extra["class_weights"] = class_weights(setting if isinstance(setting, str) else list(setting),
+                                               datamodule.label_counts(), label_names)
         log.info("Class weights (task.class_weights=%s): %s", cfg.task.class_weights,
                  {n: round(w, 4) for n, w in zip(label_names, extra["class_weights"])})
     task = instantiate(cfg.task, model=model_config, num_labels=len(label_names), label_names=label_names,

@@ -30,6 +30,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 from tokenizers import Tokenizer
 from torch.utils.data import IterableDataset, get_worker_info
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from bertlite.data.tokenizer import special_ids
 from bertlite.errors import ConfigError
@@ -185,8 +186,8 @@ class StreamingBlocks(IterableDataset):
         self.position = {state.pop("worker", 0): state}
 
 
-def stream_loader(dataset: StreamingBlocks, batch_size: int, collate_fn, num_workers: int):
-    """A ``StatefulDataLoader`` (torchdata) over ``dataset`` whose ``state_dict`` holds every rank's position.
+class TrainedPositionLoader(StatefulDataLoader):
+    """A ``StatefulDataLoader`` (torchdata) over ``StreamingBlocks`` whose ``state_dict`` holds every rank's position.
 
     - The position is the one *before* the batch it handed out last. Lightning fetches one batch ahead of the
       step it trains for loaders without a length, so when it saves a checkpoint after step k the loader has
@@ -195,35 +196,37 @@ def stream_loader(dataset: StreamingBlocks, batch_size: int, collate_fn, num_wor
       part of the stream: the ranks' positions are gathered (every rank takes part in saving a checkpoint),
       and each rank restores its own.
     """
-    from torchdata.stateful_dataloader import StatefulDataLoader
 
-    class TrainedPositionLoader(StatefulDataLoader):
-        def __iter__(self):
-            iterator = super().__iter__()
-            before = StatefulDataLoader.state_dict(self)
-            self._trained = before
-            for batch in iterator:
-                self._trained, before = before, StatefulDataLoader.state_dict(self)
-                yield batch
+    dataset: StreamingBlocks
 
-        def state_dict(self) -> dict[str, Any]:
-            own = getattr(self, "_trained", None) or super().state_dict()
-            ranks = [own]
-            if dataset.world_size > 1 and torch.distributed.is_initialized():
-                ranks = [None] * dataset.world_size
-                torch.distributed.all_gather_object(ranks, own)
-            return {"ranks": ranks, "num_workers": self.num_workers}
+    def __iter__(self):
+        iterator = super().__iter__()
+        self._trained = before = super().state_dict()
+        for batch in iterator:
+            self._trained, before = before, super().state_dict()
+            yield batch
 
-        def load_state_dict(self, state: dict[str, Any]) -> None:
-            saved = (len(state.get("ranks", [])), state.get("num_workers"))
-            if saved != (dataset.world_size, self.num_workers):
-                raise ConfigError(
-                    f"the checkpoint's stream position was saved by {saved[0]} processes with data.num_workers="
-                    f"{saved[1]} each, and this run has {dataset.world_size} with {self.num_workers}: each "
-                    "reader's place in its shards cannot be carried over. Resume with the same devices, nodes "
-                    "and data.num_workers, or start a new run from its weights with init_from=<checkpoint>")
-            super().load_state_dict(state["ranks"][dataset.rank])
+    def state_dict(self) -> dict[str, Any]:
+        own = getattr(self, "_trained", None) or super().state_dict()
+        ranks = [own]
+        if self.dataset.world_size > 1 and torch.distributed.is_initialized():
+            ranks = [None] * self.dataset.world_size
+            torch.distributed.all_gather_object(ranks, own)
+        return {"ranks": ranks, "num_workers": self.num_workers}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = (len(state.get("ranks", [])), state.get("num_workers"))
+        if saved != (self.dataset.world_size, self.num_workers):
+            raise ConfigError(
+                f"the checkpoint's stream position was saved by {saved[0]} processes with data.num_workers="
+                f"{saved[1]} each, and this run has {self.dataset.world_size} with {self.num_workers}: each "
+                "reader's place in its shards cannot be carried over. Resume with the same devices, nodes "
+                "and data.num_workers, or start a new run from its weights with init_from=<checkpoint>")
+        super().load_state_dict(state["ranks"][self.dataset.rank])
+
+
+def stream_loader(dataset: StreamingBlocks, batch_size: int, collate_fn, num_workers: int) -> TrainedPositionLoader:
+    """The training loader of a stream: whole batches only, shuffled by the dataset's own seeded windows."""
     with warnings.catch_warnings():  # torchdata 0.11 calls a torch API that now warns, at every construction
         warnings.filterwarnings("ignore", message=".*set_vital")
         return TrainedPositionLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers,
