@@ -3,6 +3,8 @@
     clf = bertlite.load("runs/sst2/checkpoints/best.ckpt")
     clf.predict(["great movie", "dull and far too long"])      # -> ["1", "0"]
     clf.predict_proba(["great movie"])                          # -> tensor (N, num_labels)
+    sts = bertlite.load("runs/stsb/checkpoints/best.ckpt")      # a regression model
+    sts.predict(["A man plays a flute."], ["A man plays music."])  # -> [3.9]
     gpt = bertlite.load("runs/gpt/checkpoints/last.ckpt")
     gpt.generate("It was a dark and", max_new_tokens=40, temperature=0.8, top_k=50)
     mlm = bertlite.load("runs/pretrain/checkpoints/last.ckpt")
@@ -24,7 +26,8 @@ import torch
 from tokenizers import Tokenizer
 
 from bertlite.checkpoints import model_state, read_checkpoint
-from bertlite.data.classification import encode_texts, pad_batch, truncating
+from bertlite.data.batching import pad_batch
+from bertlite.data.classification import encode_texts, truncating
 from bertlite.data.tokenizer import MASK, special_ids, tokenizer_from_json
 from bertlite.errors import BertliteError, CheckpointError, ConfigError
 from bertlite.models.config import config_from_dict
@@ -116,25 +119,50 @@ class Predictor:
 
 
 class Classifier(Predictor):
+    """Sequence classification and regression, as the checkpoint's ``problem_type`` says: ``predict`` returns a
+    label name per text (single-label), the set of labels whose probability reaches the threshold
+    (multi-label), or a number (regression)."""
+
     task = "classification"
 
     def build_model(self) -> torch.nn.Module:
         self.labels: list[str] = list(self.meta["label_names"])
+        self.problem_type: str = self.meta.get("problem_type", "single_label")
+        self.threshold: float = self.meta.get("threshold", 0.5)
         return build_classifier(self.config, len(self.labels), self.meta.get("pooling", "auto"))
 
     @torch.inference_mode()
+    def scores(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None,
+               batch_size: int = 64) -> torch.Tensor:
+        """(N, num_labels): probabilities (a softmax over the classes, or a sigmoid per label for multi-label), or
+        the predicted numbers (N, 1) for regression."""
+        out = torch.empty(len(texts), len(self.labels))
+        for idx, batch in self.batches(texts, text_pairs, batch_size):
+            logits = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).float()
+            out[idx] = {"single_label": logits.softmax(-1), "multi_label": logits.sigmoid(),
+                        "regression": logits}[self.problem_type].cpu()
+        return out
+
     def predict_proba(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None,
                       batch_size: int = 64) -> torch.Tensor:
         """(N, num_labels) probabilities, columns in the order of ``self.labels``."""
-        out = torch.empty(len(texts), len(self.labels))
-        for idx, batch in self.batches(texts, text_pairs, batch_size):
-            logits = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            out[idx] = logits.float().softmax(-1).cpu()
-        return out
+        if self.problem_type == "regression":
+            raise BertliteError("a regression model predicts numbers, not probabilities: use predict()")
+        return self.scores(texts, text_pairs, batch_size)
 
-    def predict(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 64) -> list[str]:
-        """The most probable label name of each text."""
-        return [self.labels[i] for i in self.predict_proba(texts, text_pairs, batch_size).argmax(-1).tolist()]
+    def predict(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None,
+                batch_size: int = 64) -> list[str] | list[list[str]] | list[float]:
+        """Per text: the most probable label name; the label names at or above the threshold (multi-label, in
+        label order; possibly none); or the predicted number (regression)."""
+        return self.predict_from_scores(self.scores(texts, text_pairs, batch_size).tolist())
+
+    def predict_from_scores(self, scores: list[list[float]]) -> list:
+        """``predict``'s answers from the rows of ``scores``."""
+        if self.problem_type == "regression":
+            return [row[0] for row in scores]
+        if self.problem_type == "multi_label":
+            return [[name for name, p in zip(self.labels, row) if p >= self.threshold] for row in scores]
+        return [self.labels[max(range(len(row)), key=row.__getitem__)] for row in scores]
 
 
 class TokenClassifier(Predictor):

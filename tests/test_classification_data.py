@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertlite.data.classification import ClassificationDataModule, LengthGroupedSampler
+from bertlite.data.batching import LengthGroupedSampler
+from bertlite.data.classification import ClassificationDataModule
 from bertlite.data.tokenizer import train_wordpiece
 from bertlite.errors import DataError
 from tests.conftest import REPO, sentiment_rows

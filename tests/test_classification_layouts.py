@@ -108,8 +108,15 @@ def test_layout_trains_and_predicts_or_fails_clearly(tmp_path, tokenizer, kind, 
     if with_validation:
         files["validation_file"] = write(tmp_path / "dev", fmt, rows(6, values, text_column, label_column, 1))
 
-    dm = ClassificationDataModule(tokenizer, **files, text_column=text_column, label_column=label_column,
-                                  max_seq_len=16, batch_size=4, eval_batch_size=8)
+    columns = dict(text_column=text_column, label_column=label_column)
+    if kind == "float-like" and fmt in ("csv", "tsv"):
+        # pandas reads the cells as floats: a regression target (tests/test_problem_types.py), as in HF's scripts
+        auto = ClassificationDataModule(tokenizer, **files, **columns)
+        assert auto.find_label_names() == [label_column] and auto.problem_type == "regression"
+        with pytest.raises(DataError, match="holds numbers such as .* Set data.problem_type=regression"):
+            ClassificationDataModule(tokenizer, **files, **columns, problem_type="single_label").find_label_names()
+        return
+    dm = ClassificationDataModule(tokenizer, **files, **columns, max_seq_len=16, batch_size=4, eval_batch_size=8)
     predictions = one_step_then_predict(dm, tokenizer)
     assert dm.find_label_names() == expected_names(kind, fmt)
     assert len(predictions) == 2 and set(predictions) <= set(dm.find_label_names())

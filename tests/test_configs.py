@@ -16,10 +16,11 @@ from bertlite.cli.common import CONFIG_DIR, register_model_presets
 from bertlite.models.config import PRESETS
 from bertlite.precision import fast_precision
 
-PRIMARY = ["pretrain", "finetune", "predict", "generate", "attention", "compare"]
+PRIMARY = ["pretrain", "finetune", "predict", "generate", "attention", "compare", "glue"]
 REQUIRED = {"predict": ["checkpoint=x.ckpt"], "generate": ["checkpoint=x.ckpt", "prompt=x"],
-            "attention": ["checkpoint=x.ckpt", "text=x"]}
-GROUPS = ["data", "task", "trainer", "schedule", "callbacks", "logger", "experiment", "debug"]
+            "attention": ["checkpoint=x.ckpt", "text=x"], "glue": ["pretrained=x.ckpt"]}
+GROUPS = ["data", "task", "trainer", "schedule", "callbacks", "logger", "experiment", "debug",
+          "hparams_search"]
 
 
 def options(group: str) -> list[str]:
@@ -48,7 +49,8 @@ def is_pretraining_data(option: str) -> bool:
 def primary_for(group: str, option: str) -> str:
     """Each option composes under the entry point it belongs to."""
     if group == "data" and not is_pretraining_data(option) or group == "task" and option in ("classification", "token_classification") \
-            or group in ("callbacks", "schedule") and option.startswith("finetune"):
+            or group in ("callbacks", "schedule") and option.startswith("finetune") \
+            or group == "hparams_search":
         return "finetune"
     return "pretrain"
 

@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-HYDRA_PROGRAMS = ("pretrain", "finetune", "predict", "generate", "attention", "compare")  # bertlite/cli/<name>.py
+HYDRA_PROGRAMS = ("pretrain", "finetune", "predict", "generate", "attention", "compare", "glue")  # bertlite/cli/<name>.py
 
 
 def bash_lines(page: Path):

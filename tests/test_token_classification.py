@@ -170,6 +170,9 @@ def test_bad_data_errors(cased_tokenizer, tmp_path):
         dm.setup()
     with pytest.raises(ConfigError, match="data.format"):
         TokenClassificationDataModule(format="csv")
+    (tmp_path / "ragged.txt").write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nGerman JJ B-NP\n")
+    with pytest.raises(DataError, match=r"ragged.txt, line 4: 'German JJ B-NP' has 3 column\(s\) but line 1 has 4"):
+        read_conll(str(tmp_path / "ragged.txt"))
 
 
 def test_cli_refuses_bad_input_in_one_line(tmp_path):

@@ -49,6 +49,14 @@ def register_model_presets() -> None:
         cs.store(group="model", name=name, node=config)
 
 
+def in_multirun() -> bool:
+    """Whether this is one job of a Hydra sweep (--multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def exit_on_user_error(fn: Callable) -> Callable:
     """Bad input becomes one line on stderr and exit status 2, not a traceback.
     Set BERTLITE_TRACEBACK=1 to see the traceback anyway."""
@@ -58,8 +66,8 @@ def exit_on_user_error(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except BertliteError as exc:
-            if os.environ.get("BERTLITE_TRACEBACK"):
-                raise
+            if os.environ.get("BERTLITE_TRACEBACK") or in_multirun():
+                raise  # in a sweep the sweeper records the failed trial and decides whether to go on
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
 

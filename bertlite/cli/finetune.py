@@ -14,8 +14,10 @@ and the numbers are written to metrics.json in the run directory.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -80,10 +82,12 @@ def finetune(cfg: DictConfig) -> dict:
                           f"untrained. Set data.max_seq_len={trained_seq_len} (longer texts are truncated)")
 
     label_names = datamodule.find_label_names()
-    cfg.data.metric = task_class.resolve_metric(cfg.data.metric, len(label_names))  # callbacks monitor val/<metric>
+    task_options = datamodule.task_options()  # the problem type of classification data
+    # callbacks monitor val/<metric>
+    cfg.data.metric = task_class.resolve_metric(cfg.data.metric, len(label_names), **task_options)
     if is_rank_zero():
         save_resolved_config(cfg, output_dir)
-    extra = {}
+    extra = dict(task_options)
     if cfg.task.get("class_weights") is not None:
         from bertlite.tasks.classification import class_weights
 
@@ -129,12 +133,20 @@ def finetune(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="finetune")
 @exit_on_user_error
-def _main(cfg: DictConfig) -> None:
-    finetune(cfg)
+def _main(cfg: DictConfig) -> float | None:
+    """Returns the validation metric of the best checkpoint: a sweeper (hparams_search=...) maximises it."""
+    report = finetune(cfg)
+    value = report["validation"].get(f"val/{report['metric']}")
+    return None if value is None else float(value)
 
 
 def main() -> None:
     register_model_presets()
+    sweeps = [a for a in sys.argv[1:] if a.startswith("hparams_search=") and a != "hparams_search=null"]
+    if sweeps and importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        print(f"error: {sweeps[0]} needs Hydra's Optuna sweeper: pip install -e \".[optuna]\" "
+              "(or pip install hydra-optuna-sweeper)", file=sys.stderr)
+        sys.exit(2)
     _main()
 
 

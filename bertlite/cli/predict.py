@@ -57,12 +57,15 @@ def predict(cfg: DictConfig) -> list[dict]:
         return write_rows(rows, output)
     classifier = Classifier(checkpoint, device=cfg.device)
     texts, pairs = read_inputs(cfg)
-    probs = classifier.predict_proba(texts, pairs, batch_size=cfg.batch_size)
+    scores = classifier.scores(texts, pairs, batch_size=cfg.batch_size).tolist()
     rows = []
-    for i, p in enumerate(probs.tolist()):
-        row = {"text": texts[i], **({"text_pair": pairs[i]} if pairs else {}),
-               "label": classifier.labels[max(range(len(p)), key=p.__getitem__)],
-               **{f"p_{name}": round(v, 6) for name, v in zip(classifier.labels, p)}}
+    for i, (p, predicted) in enumerate(zip(scores, classifier.predict_from_scores(scores))):
+        row = {"text": texts[i], **({"text_pair": pairs[i]} if pairs else {})}
+        if classifier.problem_type == "regression":  # the number, under the label column's name
+            row[classifier.labels[0]] = round(predicted, 6)
+        else:  # the label (or, multi-label, the list of labels) and each label's probability
+            row["labels" if classifier.problem_type == "multi_label" else "label"] = predicted
+            row.update({f"p_{name}": round(v, 6) for name, v in zip(classifier.labels, p)})
         rows.append(row)
     return write_rows(rows, output)
 

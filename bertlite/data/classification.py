@@ -1,7 +1,13 @@
 """Classification data: single sentences or sentence pairs with labels, from local files or the hub.
 
-Labels may be strings or integers. Their names come from the training split (sorted), travel with the
-model, and a label in validation or test data that training never saw is an error.
+Three kinds of label (``data.problem_type``, as Hugging Face's ``problem_type``):
+- ``single_label``: one class per row, strings or integers;
+- ``multi_label``: a set of classes per row, a list (JSONL, Parquet) or a delimited string
+  (``data.label_separator``); an empty list or an empty cell means "none of the labels";
+- ``regression``: a number per row (STS-B's similarity score).
+``auto`` picks regression for a float column, multi-label for lists or when a separator is given, and
+single-label otherwise, and logs its choice. Class names come from the training split (sorted), travel with
+the model, and a label in validation or test data that training never saw is an error.
 Batches are padded dynamically to their longest row. ``group_by_length`` puts rows of similar length
 together so that little padding is left; it is off by default for training, because where length goes with
 the label it makes label-skewed batches and costs accuracy (docs/results.md, "Length-grouped batches").
@@ -18,11 +24,12 @@ import lightning as L
 import torch
 from datasets.fingerprint import Hasher
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
+from bertlite.data.batching import LengthGroupedSampler, ResumableBatches, pad_batch
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
 from bertlite.data.tokenizer import special_ids
-from bertlite.errors import DataError
+from bertlite.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -42,97 +49,35 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str
     return tokenizer.encode_batch(inputs)
 
 
-def encoded_features(has_labels: bool) -> datasets.Features:
-    """The column types of a tokenized split."""
+PROBLEM_TYPES = ("single_label", "multi_label", "regression")
+
+
+def encoded_features(problem_type: str | None, num_labels: int = 0) -> datasets.Features:
+    """The column types of a tokenized split; ``problem_type`` None: a split without labels. The label is a class
+    index (single-label), a multi-hot vector of ``num_labels`` (multi-label) or a number (regression)."""
     features = {"input_ids": datasets.Sequence(datasets.Value("int32")),
                 "token_type_ids": datasets.Sequence(datasets.Value("int8")), "length": datasets.Value("int32")}
-    if has_labels:
-        features["label"] = datasets.Value("int64")
+    if problem_type is not None:
+        features["label"] = {"single_label": datasets.Value("int64"), "regression": datasets.Value("float32"),
+                             "multi_label": datasets.Sequence(datasets.Value("float32"), length=num_labels)
+                             }[problem_type]
     return datasets.Features(features)
 
 
-def pad_batch(rows: list[dict], pad_id: int, multiple_of: int = 1) -> dict[str, torch.Tensor]:
-    """Pad input_ids and token_type_ids to the longest row (rounded up to ``multiple_of``); attention_mask
-    marks the real tokens."""
-    length = max(len(r["input_ids"]) for r in rows)
-    length = -(-length // multiple_of) * multiple_of
-    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((len(rows), length), dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        input_ids[i, :n] = torch.as_tensor(r["input_ids"])
-        token_type_ids[i, :n] = torch.as_tensor(r["token_type_ids"])
-        attention_mask[i, :n] = 1
-    batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
-    if "label" in rows[0]:
-        batch["labels"] = torch.as_tensor([r["label"] for r in rows], dtype=torch.long)
-    return batch
+def is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)  # None, or NaN: an empty numeric cell
 
 
-class LengthGroupedSampler(Sampler[int]):
-    """One seeded permutation per epoch (``seed + epoch``; Lightning calls ``set_epoch``). With ``group``:
-    sorted by length inside windows of ``batch_size * window`` rows, cut into batches, the batches shuffled
-    and the longest batch first (as HF's group_by_length): random order across training, similar lengths
-    within a batch, and a batch too big for the device fails at step one, not hours in."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, window: int = 50, seed: int = 0, group: bool = True):
-        self.lengths, self.batch_size, self.window, self.seed = list(lengths), batch_size, window, seed
-        self.group = group
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
-        if not self.group:
-            yield from order
-            return
-        size = self.batch_size * self.window
-        batches = []
-        for start in range(0, len(order), size):
-            chunk = sorted(order[start:start + size], key=lambda i: -self.lengths[i])
-            batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
-        batches = [batches[b] for b in torch.randperm(len(batches), generator=g).tolist()]
-        longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
-        batches[0], batches[longest] = batches[longest], batches[0]
-        for batch in batches:
-            yield from batch
-
-
-class ResumableBatches(DataLoader):
-    """A DataLoader over a sampler whose order depends only on its epoch: it saves how many batches of the
-    current epoch it has handed out (Lightning stores ``state_dict()`` in every checkpoint and hands it back
-    on resume), and a resumed epoch skips that many, so no batch is repeated or skipped. Skipped batches are
-    still collated (cheap for classification rows); in DDP each rank skips its own, so resume with the same
-    number of devices."""
-
-    _resume: tuple[int, int] | None = None  # (epoch, batches done), from load_state_dict
-    _epoch, _done = 0, 0
-
-    def __iter__(self):
-        sampler = self.sampler if self.batch_sampler is None else self.batch_sampler.sampler
-        self._epoch, self._done = getattr(sampler, "epoch", 0), 0
-        batches = super().__iter__()
-        if self._resume is not None and self._resume[0] == self._epoch:
-            for _ in range(self._resume[1]):
-                next(batches)
-            self._done = self._resume[1]
-        self._resume = None
-        for batch in batches:
-            self._done += 1
-            yield batch
-
-    def state_dict(self) -> dict:
-        return {"epoch": self._epoch, "batches_done": self._done}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._resume = (state["epoch"], state["batches_done"])
+def label_set(value, separator: str | None) -> list[str]:
+    """The labels of one multi-label row: a list, or a string split at ``separator``. None, an empty list and an
+    empty string mean no labels."""
+    if is_missing(value):
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value if not is_missing(v) and str(v).strip()]
+    if separator is None:
+        return [str(value)]
+    return [part.strip() for part in str(value).split(separator) if part.strip()]
 
 
 class LabelledDataModule(L.LightningDataModule):
@@ -190,6 +135,10 @@ class LabelledDataModule(L.LightningDataModule):
     def read_raw(self) -> datasets.DatasetDict:
         """The splits as read and checked."""
         raise NotImplementedError
+
+    def task_options(self) -> dict:
+        """What the task needs to know of the labels beyond their names (bertlite-finetune passes it on)."""
+        return {}
 
     def find_label_names(self) -> list[str]:
         """The label names of the training split, found once."""
@@ -261,6 +210,8 @@ class ClassificationDataModule(LabelledDataModule):
         text_column: str = "text",
         text_pair_column: str | None = None,
         label_column: str = "label",
+        problem_type: str = "auto",
+        label_separator: str | None = None,
         reader: dict | None = None,
         validation_fraction: float = 0.1,
         max_train_samples: int | None = None,
@@ -277,7 +228,14 @@ class ClassificationDataModule(LabelledDataModule):
                          format, path, name, validation_fraction, max_train_samples, metric, max_seq_len,
                          batch_size, eval_batch_size, group_by_length, pad_to_multiple_of, num_workers, seed)
         self.text_column, self.text_pair_column, self.label_column = text_column, text_pair_column, label_column
+        if problem_type not in ("auto", *PROBLEM_TYPES):
+            raise DataError(f"data.problem_type={problem_type!r}: choose auto, {', '.join(PROBLEM_TYPES)}")
+        self.problem_type, self.label_separator = problem_type, label_separator
         self.reader = dict(reader or {})
+
+    def task_options(self) -> dict:
+        self.find_label_names()  # resolves problem_type=auto
+        return {"problem_type": self.problem_type}
 
     def train_texts(self) -> Iterator[str]:
         """Training text (both sentences of pairs), for fitting a tokenizer when there is no pretrained one."""
@@ -306,20 +264,71 @@ class ClassificationDataModule(LabelledDataModule):
         return dsd
 
     def read_label_names(self, train: datasets.Dataset) -> list[str]:
-        """Sorted label values of the training split, as strings (integers sorted numerically)."""
-        values = set(train[self.label_column])
-        if None in values or any(v != v for v in values):  # None, or NaN: an empty cell in a numeric column
-            raise DataError(f"the training data has rows without a label in column {self.label_column!r}")
-        if len(values) < 2:
-            raise DataError(f"the training data has only the label(s) {sorted(map(str, values))}; "
+        """The problem type (resolved from ``auto``) and the label names: the sorted classes of the training split
+        (integers sorted numerically), or the label column's name for regression (one output)."""
+        column = self.label_column
+        values = train[column]
+        self.problem_type = self.resolve_problem_type(train)
+        if self.problem_type == "multi_label":
+            sets = [label_set(v, self.label_separator) for v in values]
+            names = sorted(set().union(*sets))
+            if not names:
+                raise DataError(f"every training row has an empty label list in column {column!r}: multi-label "
+                                "classification needs rows with labels")
+            empty = sum(not s for s in sets)
+            if empty:
+                log.info("%d training rows have no labels (an empty list or cell): every label is negative", empty)
+            return names
+        missing = sum(map(is_missing, values))
+        if missing:
+            raise DataError(f"the training data has {missing} rows without a label in column {column!r}")
+        if self.problem_type == "regression":
+            for v in values:
+                if isinstance(v, str) or isinstance(v, (list, tuple)):
+                    raise DataError(f"data.problem_type=regression but column {column!r} holds {v!r}, not a "
+                                    "number; for class labels set data.problem_type=single_label (or auto)")
+            return [column]
+        distinct = set(values)
+        fractional = [v for v in distinct if isinstance(v, float) and not v.is_integer()]
+        if fractional:
+            raise DataError(f"data.problem_type=single_label but column {column!r} holds numbers such as "
+                            f"{fractional[0]}: a score, not a class. Set data.problem_type=regression (or auto)")
+        if len(distinct) < 2:
+            raise DataError(f"the training data has only the label(s) {sorted(map(str, distinct))}; "
                             "classification needs at least two")
-        numeric = all(isinstance(v, (int, float, bool)) for v in values)
-        ordered = sorted(values) if numeric else sorted(map(str, values))
-        return [str(v) for v in ordered]
+        numeric = all(isinstance(v, (int, float, bool)) for v in distinct)
+        return [class_name(v) for v in (sorted(distinct) if numeric else sorted(distinct, key=str))]
+
+    def resolve_problem_type(self, train: datasets.Dataset) -> str:
+        """``data.problem_type``, with ``auto`` read from the training labels (and logged)."""
+        feature = train.features[self.label_column]
+        is_list = isinstance(feature, (datasets.Sequence, datasets.LargeList, list))
+        if self.problem_type != "auto":
+            if is_list and self.problem_type != "multi_label":
+                raise DataError(f"column {self.label_column!r} holds lists of labels: set data.problem_type="
+                                f"multi_label (or auto), not {self.problem_type}")
+            if self.problem_type == "multi_label" and not is_list and self.label_separator is None:
+                raise DataError(f"data.problem_type=multi_label but column {self.label_column!r} holds single "
+                                "values: give lists (JSONL) or set data.label_separator (e.g. ',') to split them")
+            return self.problem_type
+        if is_list or self.label_separator is not None:
+            chosen, why = "multi_label", "lists of labels" if is_list else f"labels split at {self.label_separator!r}"
+        elif getattr(feature, "dtype", "") in ("float16", "float32", "float64"):
+            chosen, why = "regression", "numbers (a float column)"
+        else:
+            chosen, why = "single_label", "one class per row"
+        log.info("data.problem_type=auto: column %r holds %s, so %s", self.label_column, why,
+                 {"multi_label": "multi-label classification (BCE loss, one sigmoid per label; micro and macro F1)",
+                  "regression": "regression (one output, MSE loss; Pearson and Spearman correlation)",
+                  "single_label": "single-label classification (cross-entropy)"}[chosen])
+        return chosen
 
     def label_counts(self) -> dict[str, int]:
         """Training examples per label name (for task.class_weights=auto)."""
-        counts = collections.Counter(map(str, self.load_raw()["train"][self.label_column]))
+        if self.find_label_names() and self.problem_type != "single_label":
+            raise ConfigError(f"task.class_weights weigh the classes of single-label data; this data is "
+                              f"{self.problem_type}: drop task.class_weights")
+        counts = collections.Counter(map(class_name, self.load_raw()["train"][self.label_column]))
         return {name: counts[name] for name in self.find_label_names()}
 
     # --- tokenized splits ---------------------------------------------------------------------
@@ -328,17 +337,16 @@ class ClassificationDataModule(LabelledDataModule):
         for split, ds in raw.items():
             has_labels = self.label_column in ds.column_names
             if has_labels:
-                unseen = sorted({str(v) for v in ds.unique(self.label_column)} - set(names))
-                if unseen:
-                    raise DataError(f"the {split} split has labels never seen in training: {unseen[:10]}; "
-                                    f"training labels are {names}")
+                self.check_labels(split, ds, names)
             # the cache key, from what the encoding depends on (datasets would hash the whole closure, slowly)
             fingerprint = Hasher.hash((ds._fingerprint, tokenizer.to_str(), label_ids if has_labels else None,
-                                       self.text_column, self.text_pair_column, self.label_column))
+                                       self.text_column, self.text_pair_column, self.label_column,
+                                       self.problem_type, self.label_separator))
             # features given explicitly: an encoded ``label`` would otherwise keep the type of a source column of
             # the same name (string labels in a column named "label")
+            features = encoded_features(self.problem_type if has_labels else None, len(names))
             self.datasets[split] = ds.map(self._encoder(tokenizer, label_ids if has_labels else None), batched=True,
-                                          remove_columns=ds.column_names, features=encoded_features(has_labels),
+                                          remove_columns=ds.column_names, features=features,
                                           new_fingerprint=fingerprint, desc=f"tokenizing {split}")
         # Rows whose text is empty teach nothing: skipped in training, kept (and scored) in evaluation.
         train = self.datasets["train"]
@@ -352,6 +360,23 @@ class ClassificationDataModule(LabelledDataModule):
         log.info("Classification data: %s; labels %s",
                  ", ".join(f"{s} {len(d)}" for s, d in self.datasets.items()), names)
 
+    def check_labels(self, split: str, ds: datasets.Dataset, names: list[str]) -> None:
+        """Every label of a split must be one training saw (a number, for regression)."""
+        values = ds[self.label_column]
+        if self.problem_type == "regression":
+            bad = [v for v in values if is_missing(v) or isinstance(v, (str, list, tuple))]
+            if bad:
+                raise DataError(f"the {split} split has {len(bad)} labels that are not numbers, e.g. {bad[0]!r}")
+            return
+        if self.problem_type == "multi_label":
+            seen = set().union(*(label_set(v, self.label_separator) for v in values))
+        else:
+            seen = {class_name(v) for v in values}
+        unseen = sorted(seen - set(names))
+        if unseen:
+            raise DataError(f"the {split} split has labels never seen in training: {unseen[:10]}; "
+                            f"training labels are {names}")
+
     def _encoder(self, tokenizer: Tokenizer, label_ids: dict | None):
         def encode(batch: dict) -> dict:
             texts = ["" if t is None else str(t) for t in batch[self.text_column]]
@@ -362,10 +387,28 @@ class ClassificationDataModule(LabelledDataModule):
             out = {"input_ids": [e.ids for e in encodings], "token_type_ids": [e.type_ids for e in encodings],
                    "length": [len(e.ids) for e in encodings]}
             if label_ids is not None:
-                out["label"] = [label_ids[str(v)] for v in batch[self.label_column]]
+                out["label"] = [self.encode_label(v, label_ids) for v in batch[self.label_column]]
             return out
 
         return encode
 
+    def encode_label(self, value, label_ids: dict[str, int]):
+        """A class index, a multi-hot vector or a number."""
+        if self.problem_type == "regression":
+            return float(value)
+        if self.problem_type == "multi_label":
+            hot = [0.0] * len(label_ids)
+            for name in label_set(value, self.label_separator):
+                hot[label_ids[name]] = 1.0
+            return hot
+        return label_ids[class_name(value)]
+
     def labelled(self, split: str) -> bool:
         return split in self.datasets and "label" in self.datasets[split].column_names
+
+
+def class_name(value) -> str:
+    """A class label as a name: 1.0 in a float column is class "1", as 1 in an integer column."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)

@@ -32,8 +32,10 @@ JSON_ENDINGS = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 
 
 def read_conll(path: str, tag_column: int = -1) -> dict[str, list[list[str]]]:
-    """A CoNLL column file -> {"tokens": [[word, ...], ...], "tags": [[tag, ...], ...]}."""
+    """A CoNLL column file -> {"tokens": [[word, ...], ...], "tags": [[tag, ...], ...]}. Every token line must
+    have as many columns as the first: a line short of one would otherwise hand another column's value as the tag."""
     tokens: list[list[str]] = []
+    width = None
     tags: list[list[str]] = []
     words: list[str] = []
     labels: list[str] = []
@@ -52,6 +54,12 @@ def read_conll(path: str, tag_column: int = -1) -> dict[str, list[list[str]]]:
                 if not parts or parts[0] == "-DOCSTART-":
                     flush()
                     continue
+                if width is None:
+                    width, first = len(parts), n
+                elif len(parts) != width:
+                    raise DataError(f"{path}, line {n}: {line.strip()!r} has {len(parts)} column(s) but line {first} "
+                                    f"has {width}: every token line needs the same columns (word first, the tag in "
+                                    "data.tag_column). Fix or remove the line")
                 column = tag_column if tag_column >= 0 else len(parts) + tag_column
                 if not 0 < column < len(parts):
                     raise DataError(

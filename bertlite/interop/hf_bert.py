@@ -116,7 +116,19 @@ def config_from_hf(hf: dict) -> dict:
     )
 
 
-def config_to_hf(config, architecture: str, label_names: list[str] | None = None) -> dict:
+# bertlite's data.problem_type -> Hugging Face's config.problem_type (the loss its sequence classifier uses)
+HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
+                    "regression": "regression"}
+
+
+def problem_type_from_hf(hf: dict, num_labels: int) -> str:
+    """HF's problem_type; unset, it is regression for one output and single-label otherwise (as HF decides)."""
+    named = {theirs: ours for ours, theirs in HF_PROBLEM_TYPES.items()}.get(hf.get("problem_type"))
+    return named or ("regression" if num_labels == 1 else "single_label")
+
+
+def config_to_hf(config, architecture: str, label_names: list[str] | None = None,
+                 problem_type: str | None = None) -> dict:
     """A bertlite BertConfig -> an HF ``config.json``; refuses options HF BERT cannot express."""
     refusals = []
     if config.arch != "bert":
@@ -155,4 +167,6 @@ def config_to_hf(config, architecture: str, label_names: list[str] | None = None
     if label_names is not None:
         hf["id2label"] = {str(i): name for i, name in enumerate(label_names)}
         hf["label2id"] = {name: i for i, name in enumerate(label_names)}
+    if problem_type is not None:
+        hf["problem_type"] = HF_PROBLEM_TYPES[problem_type]
     return hf

@@ -76,7 +76,9 @@ def export_hf_bert(checkpoint_path: str | Path, out: str | Path, overwrite: bool
         raise ConfigError(f"cannot export to Hugging Face BERT: pooling={meta['pooling']!r} has no HF equivalent "
                           "(BertForSequenceClassification pools [CLS]); fine-tune with task.pooling=cls")
     labelled = task in ("classification", "token_classification")
-    hf_config = config_to_hf(config, ARCHITECTURES[task], meta.get("label_names") if labelled else None)
+    problem_type = meta.get("problem_type", "single_label") if task == "classification" else None
+    hf_config = config_to_hf(config, ARCHITECTURES[task], meta.get("label_names") if labelled else None,
+                             problem_type)
 
     def fill(folder: Path) -> None:
         (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")

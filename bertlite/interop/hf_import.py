@@ -25,7 +25,7 @@ from bertlite.data.tokenizer import load_tokenizer, special_ids
 from bertlite.nn.attention import split_qkv
 from bertlite.errors import CheckpointError, ConfigError
 from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, IGNORED, MLM_HEAD, POOLER, TOKEN_CLASSIFIER_HEAD,
-                                      backbone_names, config_from_hf, normalise_hf_names)
+                                      backbone_names, config_from_hf, normalise_hf_names, problem_type_from_hf)
 from bertlite.models.config import BertConfig
 from bertlite.models.encoder import (BertEncoder, BertForMaskedLM, BertForSequenceClassification,
                                      BertForTokenClassification)
@@ -126,7 +126,10 @@ def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
         labels = _label_names(hf_config, state["classifier.weight"].shape[0])
         model: nn.Module = BertForSequenceClassification(config, len(labels), pooling="cls")
         names.update(CLASSIFIER_HEAD)
-        meta = {"label_names": labels, "pooling": "cls", "metric": "acc", "max_seq_len": config.max_seq_len}
+        problem_type = problem_type_from_hf(hf_config, len(labels))
+        meta = {"label_names": labels, "pooling": "cls", "max_seq_len": config.max_seq_len,
+                "problem_type": problem_type,
+                "metric": {"regression": "pearson", "multi_label": "micro_f1"}.get(problem_type, "acc")}
     elif kind == "token_classification":
         labels = _label_names(hf_config, state["classifier.weight"].shape[0])
         model = BertForTokenClassification(config, len(labels))

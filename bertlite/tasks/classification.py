@@ -1,4 +1,11 @@
-"""Sequence classification (fine-tuning) as a LightningModule, with GLUE's metric conventions."""
+"""Sequence classification and regression (fine-tuning) as a LightningModule, with GLUE's metric conventions.
+
+One head, three losses (``problem_type``, as in Hugging Face's BertForSequenceClassification):
+- single_label: softmax over the classes, cross-entropy;
+- multi_label: one sigmoid per class, binary cross-entropy; a class is predicted when its probability reaches
+  ``threshold``;
+- regression: one output, mean squared error; Pearson and Spearman correlation (GLUE's STS-B).
+"""
 
 from __future__ import annotations
 
@@ -6,29 +13,44 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import Accuracy, F1Score, MatthewsCorrCoef, MeanMetric, MetricCollection
+from torchmetrics import (Accuracy, F1Score, MatthewsCorrCoef, MeanMetric, MeanSquaredError, MetricCollection,
+                          PearsonCorrCoef, SpearmanCorrCoef)
+from torchmetrics.classification import MultilabelExactMatch, MultilabelF1Score
 
 from bertlite.errors import ConfigError
 from bertlite.models.registry import build_classifier
 from bertlite.tasks.base import BertliteTask
 from bertlite.tasks.optim import parameter_groups
 
-METRICS = ("acc", "f1", "mcc", "macro_f1")
+# the metrics each problem type can monitor (the callbacks keep the checkpoint where it is highest)
+METRICS = {"single_label": ("acc", "f1", "mcc", "macro_f1"), "multi_label": ("micro_f1", "macro_f1", "exact_match"),
+           "regression": ("pearson", "spearman")}
+AUTO_METRIC = {"multi_label": "micro_f1", "regression": "pearson"}
 
 
-def resolve_metric(metric: str, num_labels: int) -> str:
-    """'auto': accuracy (acc) for two classes, macro-F1 for more (GLUE: F1 for MRPC, Matthews correlation for CoLA)."""
+def resolve_metric(metric: str, num_labels: int, problem_type: str = "single_label") -> str:
+    """'auto': accuracy (acc) for two classes, macro-F1 for more (GLUE: F1 for MRPC, Matthews correlation for
+    CoLA); micro-F1 for multi-label; Pearson correlation for regression."""
     if metric == "auto":
-        return "acc" if num_labels == 2 else "macro_f1"
+        return AUTO_METRIC.get(problem_type) or ("acc" if num_labels == 2 else "macro_f1")
     metric = {"accuracy": "acc"}.get(metric, metric)
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}; choose auto or one of {', '.join(METRICS)}")
+    if metric not in METRICS[problem_type]:
+        raise ConfigError(f"metric {metric!r} does not apply to {problem_type} data; choose auto or one of "
+                          f"{', '.join(METRICS[problem_type])}")
     if metric == "f1" and num_labels != 2:
         raise ConfigError("metric f1 is the binary F1 of label 1; with more than two labels use macro_f1")
     return metric
 
 
-def build_metrics(num_labels: int) -> MetricCollection:
+def build_metrics(num_labels: int, problem_type: str = "single_label", threshold: float = 0.5) -> MetricCollection:
+    if problem_type == "regression":
+        return MetricCollection({"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef(),
+                                 "mse": MeanSquaredError()})
+    if problem_type == "multi_label":  # predictions are probabilities, a class counts from ``threshold``
+        return MetricCollection({
+            "micro_f1": MultilabelF1Score(num_labels, threshold=threshold, average="micro"),
+            "macro_f1": MultilabelF1Score(num_labels, threshold=threshold, average="macro"),
+            "exact_match": MultilabelExactMatch(num_labels, threshold=threshold)})  # the whole set right
     kind = "binary" if num_labels == 2 else "multiclass"
     metrics = {"acc": Accuracy(task="multiclass", num_classes=num_labels),
                "mcc": MatthewsCorrCoef(task=kind, num_classes=num_labels),
@@ -86,22 +108,30 @@ class ClassificationTask(BertliteTask):
     task_name = "classification"
     resolve_metric = staticmethod(resolve_metric)  # data.metric -> the metric to monitor (bertlite-finetune)
 
-    def __init__(self, model: dict, num_labels: int, label_names: list[str], metric: str = "accuracy",
+    def __init__(self, model: dict, num_labels: int, label_names: list[str], metric: str = "auto",
                  pooling: str = "auto", classifier_dropout: float = 0.1, layerwise_lr_decay: float = 1.0,
                  freeze_embeddings: bool = False, freeze_layers: int = 0, max_seq_len: int = 128,
-                 class_weights: list[float] | None = None, **kwargs):
+                 class_weights: list[float] | None = None, problem_type: str = "single_label",
+                 threshold: float = 0.5, **kwargs):
         if len(label_names) != num_labels:
             raise ConfigError(f"{len(label_names)} label names for {num_labels} labels")
+        if problem_type not in METRICS:
+            raise ConfigError(f"problem_type={problem_type!r}: choose one of {', '.join(METRICS)}")
+        if class_weights is not None and problem_type != "single_label":
+            raise ConfigError(f"task.class_weights weigh the classes of single-label data; this is {problem_type}")
+        if not 0 < threshold < 1:
+            raise ConfigError(f"task.threshold={threshold}: a probability between 0 and 1")
         if class_weights is not None and (isinstance(class_weights, str) or len(class_weights) != num_labels):
             raise ConfigError(f"class_weights={class_weights!r}: give one weight per label ({num_labels})")
         super().__init__(model, **kwargs)
         # the training loss weighs each example by its class (task.class_weights); evaluation losses do not
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
-        self.label_names, self.metric = list(label_names), resolve_metric(metric, num_labels)
+        self.label_names, self.problem_type = list(label_names), problem_type
+        self.metric = resolve_metric(metric, num_labels, problem_type)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.val_metrics = build_metrics(num_labels).clone(prefix="val/")
-        self.test_metrics = build_metrics(num_labels).clone(prefix="test/")
+        self.val_metrics = build_metrics(num_labels, problem_type, threshold).clone(prefix="val/")
+        self.test_metrics = build_metrics(num_labels, problem_type, threshold).clone(prefix="test/")
         freeze_backbone(self.model, freeze_embeddings, freeze_layers)
 
     def build_model(self, config):
@@ -128,9 +158,24 @@ class ClassificationTask(BertliteTask):
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy, weighted by class when class_weights are set: sum_i w[y_i] * CE_i / sum_i w[y_i]."""
-        return F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weighted: bool = True) -> torch.Tensor:
+        """Single-label: cross-entropy, weighted by class when class_weights are set (sum_i w[y_i] * CE_i /
+        sum_i w[y_i]); multi-label: binary cross-entropy of each (row, label); regression: squared error."""
+        logits = logits.float()
+        if self.problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1), labels.float())
+        if self.problem_type == "multi_label":
+            return F.binary_cross_entropy_with_logits(logits, labels.float())
+        return F.cross_entropy(logits, labels, weight=self.class_weights if weighted else None)
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the metrics compare with the labels: class indices, per-label probabilities or numbers."""
+        logits = logits.float()
+        if self.problem_type == "regression":
+            return logits.squeeze(-1)
+        if self.problem_type == "multi_label":
+            return logits.sigmoid()
+        return logits.argmax(-1)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch), batch["labels"])
@@ -138,9 +183,9 @@ class ClassificationTask(BertliteTask):
         return loss
 
     def _evaluate(self, batch: dict, loss_metric: MeanMetric, metrics: MetricCollection) -> None:
-        logits = self(batch)
-        loss_metric.update(F.cross_entropy(logits, batch["labels"]), batch["labels"].numel())
-        metrics.update(logits.argmax(-1), batch["labels"])
+        logits, labels = self(batch), batch["labels"]
+        loss_metric.update(self.loss(logits, labels, weighted=False), labels.shape[0])
+        metrics.update(self.predictions(logits), labels.long() if self.problem_type == "multi_label" else labels)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_metrics)
@@ -162,4 +207,5 @@ class ClassificationTask(BertliteTask):
 
     def extra_checkpoint_metadata(self) -> dict[str, Any]:
         return {"label_names": self.label_names, "metric": self.metric, "pooling": self.model.pooling,
-                "max_seq_len": self.hparams.max_seq_len}
+                "max_seq_len": self.hparams.max_seq_len, "problem_type": self.problem_type,
+                "threshold": self.hparams.threshold}

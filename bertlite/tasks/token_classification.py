@@ -19,7 +19,7 @@ from bertlite.tasks.optim import parameter_groups
 METRICS = ("entity_f1", "entity_precision", "entity_recall")
 
 
-def resolve_metric(metric: str, num_labels: int | None = None) -> str:
+def resolve_metric(metric: str, num_labels: int | None = None, **task_options) -> str:
     """'auto' and 'f1' mean entity-level micro F1 (conlleval's measure); precision and recall may be chosen too."""
     metric = {"auto": "entity_f1", "f1": "entity_f1", "precision": "entity_precision",
               "recall": "entity_recall"}.get(metric, metric)
