@@ -102,8 +102,10 @@ def finetune(cfg: DictConfig) -> dict:
         task.load_encoder(pretrained["state_dict"])
     task.tokenizer_json = tokenizer.to_str()
     task.trained_seq_len = trained_seq_len
-    log.info("Fine-tuning %s on %d labels %s (metric %s), %s", model_config["arch"], len(label_names), label_names,
-             cfg.data.metric, f"from {cfg.pretrained}" if pretrained is not None else "from random initialisation")
+    target = (f"a regression of {label_names[0]!r}" if task_options.get("problem_type") == "regression"
+              else f"{len(label_names)} labels {label_names}")
+    log.info("Fine-tuning %s on %s (metric %s), %s", model_config["arch"], target, cfg.data.metric,
+             f"from {cfg.pretrained}" if pretrained is not None else "from random initialisation")
 
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                                      logger=instantiate_group(cfg.get("logger")) or False)
