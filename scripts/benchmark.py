@@ -157,6 +157,11 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
     for row in rows:
         row["ratio"] = row["median"] / reference["median"] if reference else None
         row["reference"] = row is reference
+        if reference and row is not reference:
+            # each repetition's ratio to the reference timed just before or after it (interleaved): their spread
+            # says how far one run's ratio can be trusted on a noisy machine
+            paired = [a / b for a, b in zip(row["rates"], reference["rates"])]
+            row["ratio_range"] = [min(paired), max(paired)]
         if env.peak and row.get("tflops_per_sec"):
             row["mfu"] = row["tflops_per_sec"] * 1e12 / env.peak
     return rows
@@ -172,6 +177,8 @@ def table(title: str, unit: str, rows: list[dict]) -> str:
         tflops = f"{r['tflops_per_sec']:.3f}" if r.get("tflops_per_sec") else ""
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else ""
         ratio = "1.00 (ref)" if r["reference"] else "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        if r.get("ratio_range"):
+            ratio += " [{:.2f}–{:.2f}]".format(*r["ratio_range"])
         lines.append(f"| {r['case']} | {r['median']:,.1f} | {ratio} | {mem} | {tflops} | {mfu} |"
                      + (f" {r.get('note', '')} |" if notes else ""))
     return "\n".join(lines)
