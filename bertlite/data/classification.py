@@ -1,12 +1,7 @@
 """Classification data: single sentences or sentence pairs with labels, from local files or the hub.
 
-Three kinds of label (``data.problem_type``, as Hugging Face's ``problem_type``):
-- ``single_label``: one class per row, strings or integers;
-- ``multi_label``: a set of classes per row, a list (JSONL, Parquet) or a delimited string
-  (``data.label_separator``); an empty list or an empty cell means "none of the labels";
-- ``regression``: a number per row (STS-B's similarity score).
-``auto`` picks regression for a float column, multi-label for lists or when a separator is given, and
-single-label otherwise, and logs its choice. Class names come from the training split (sorted), travel with
+Labels are one class per row, a set of classes, or a number (``data.problem_type``; bertlite/data/labels.py).
+Class names come from the training split (sorted), travel with
 the model, and a label in validation or test data that training never saw is an error.
 Batches are padded dynamically to their longest row. ``group_by_length`` puts rows of similar length
 together so that little padding is left; it is off by default for training, because where length goes with
@@ -27,6 +22,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from bertlite.data.batching import LengthGroupedSampler, ResumableBatches, pad_batch
+from bertlite.data.labels import LabelColumn, class_name, label_feature
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
 from bertlite.data.tokenizer import special_ids
 from bertlite.errors import ConfigError, DataError
@@ -49,35 +45,13 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str
     return tokenizer.encode_batch(inputs)
 
 
-PROBLEM_TYPES = ("single_label", "multi_label", "regression")
-
-
 def encoded_features(problem_type: str | None, num_labels: int = 0) -> datasets.Features:
-    """The column types of a tokenized split; ``problem_type`` None: a split without labels. The label is a class
-    index (single-label), a multi-hot vector of ``num_labels`` (multi-label) or a number (regression)."""
+    """The column types of a tokenized split; ``problem_type`` None: a split without labels."""
     features = {"input_ids": datasets.Sequence(datasets.Value("int32")),
                 "token_type_ids": datasets.Sequence(datasets.Value("int8")), "length": datasets.Value("int32")}
     if problem_type is not None:
-        features["label"] = {"single_label": datasets.Value("int64"), "regression": datasets.Value("float32"),
-                             "multi_label": datasets.Sequence(datasets.Value("float32"), length=num_labels)
-                             }[problem_type]
+        features["label"] = label_feature(problem_type, num_labels)
     return datasets.Features(features)
-
-
-def is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and value != value)  # None, or NaN: an empty numeric cell
-
-
-def label_set(value, separator: str | None) -> list[str]:
-    """The labels of one multi-label row: a list, or a string split at ``separator``. None, an empty list and an
-    empty string mean no labels."""
-    if is_missing(value):
-        return []
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value if not is_missing(v) and str(v).strip()]
-    if separator is None:
-        return [str(value)]
-    return [part.strip() for part in str(value).split(separator) if part.strip()]
 
 
 class LabelledDataModule(L.LightningDataModule):
@@ -228,10 +202,12 @@ class ClassificationDataModule(LabelledDataModule):
                          format, path, name, validation_fraction, max_train_samples, metric, max_seq_len,
                          batch_size, eval_batch_size, group_by_length, pad_to_multiple_of, num_workers, seed)
         self.text_column, self.text_pair_column, self.label_column = text_column, text_pair_column, label_column
-        if problem_type not in ("auto", *PROBLEM_TYPES):
-            raise DataError(f"data.problem_type={problem_type!r}: choose auto, {', '.join(PROBLEM_TYPES)}")
-        self.problem_type, self.label_separator = problem_type, label_separator
+        self.labels = LabelColumn(label_column, problem_type, label_separator)
         self.reader = dict(reader or {})
+
+    @property
+    def problem_type(self) -> str:
+        return self.labels.problem_type
 
     def task_options(self) -> dict:
         self.find_label_names()  # resolves problem_type=auto
@@ -264,64 +240,9 @@ class ClassificationDataModule(LabelledDataModule):
         return dsd
 
     def read_label_names(self, train: datasets.Dataset) -> list[str]:
-        """The problem type (resolved from ``auto``) and the label names: the sorted classes of the training split
-        (integers sorted numerically), or the label column's name for regression (one output)."""
-        column = self.label_column
-        values = train[column]
-        self.problem_type = self.resolve_problem_type(train)
-        if self.problem_type == "multi_label":
-            sets = [label_set(v, self.label_separator) for v in values]
-            names = sorted(set().union(*sets))
-            if not names:
-                raise DataError(f"every training row has an empty label list in column {column!r}: multi-label "
-                                "classification needs rows with labels")
-            empty = sum(not s for s in sets)
-            if empty:
-                log.info("%d training rows have no labels (an empty list or cell): every label is negative", empty)
-            return names
-        missing = sum(map(is_missing, values))
-        if missing:
-            raise DataError(f"the training data has {missing} rows without a label in column {column!r}")
-        if self.problem_type == "regression":
-            for v in values:
-                if isinstance(v, str) or isinstance(v, (list, tuple)):
-                    raise DataError(f"data.problem_type=regression but column {column!r} holds {v!r}, not a "
-                                    "number; for class labels set data.problem_type=single_label (or auto)")
-            return [column]
-        distinct = set(values)
-        fractional = [v for v in distinct if isinstance(v, float) and not v.is_integer()]
-        if fractional:
-            raise DataError(f"data.problem_type=single_label but column {column!r} holds numbers such as "
-                            f"{fractional[0]}: a score, not a class. Set data.problem_type=regression (or auto)")
-        if len(distinct) < 2:
-            raise DataError(f"the training data has only the label(s) {sorted(map(str, distinct))}; "
-                            "classification needs at least two")
-        numeric = all(isinstance(v, (int, float, bool)) for v in distinct)
-        return [class_name(v) for v in (sorted(distinct) if numeric else sorted(distinct, key=str))]
-
-    def resolve_problem_type(self, train: datasets.Dataset) -> str:
-        """``data.problem_type``, with ``auto`` read from the training labels (and logged)."""
-        feature = train.features[self.label_column]
-        is_list = isinstance(feature, (datasets.Sequence, datasets.LargeList, list))
-        if self.problem_type != "auto":
-            if is_list and self.problem_type != "multi_label":
-                raise DataError(f"column {self.label_column!r} holds lists of labels: set data.problem_type="
-                                f"multi_label (or auto), not {self.problem_type}")
-            if self.problem_type == "multi_label" and not is_list and self.label_separator is None:
-                raise DataError(f"data.problem_type=multi_label but column {self.label_column!r} holds single "
-                                "values: give lists (JSONL) or set data.label_separator (e.g. ',') to split them")
-            return self.problem_type
-        if is_list or self.label_separator is not None:
-            chosen, why = "multi_label", "lists of labels" if is_list else f"labels split at {self.label_separator!r}"
-        elif getattr(feature, "dtype", "") in ("float16", "float32", "float64"):
-            chosen, why = "regression", "numbers (a float column)"
-        else:
-            chosen, why = "single_label", "one class per row"
-        log.info("data.problem_type=auto: column %r holds %s, so %s", self.label_column, why,
-                 {"multi_label": "multi-label classification (BCE loss, one sigmoid per label; micro and macro F1)",
-                  "regression": "regression (one output, MSE loss; Pearson and Spearman correlation)",
-                  "single_label": "single-label classification (cross-entropy)"}[chosen])
-        return chosen
+        """The problem type (resolved from ``auto``) and the label names of the training split."""
+        self.labels.resolve(train.features[self.label_column])
+        return self.labels.names(train[self.label_column])
 
     def label_counts(self) -> dict[str, int]:
         """Training examples per label name (for task.class_weights=auto)."""
@@ -341,7 +262,7 @@ class ClassificationDataModule(LabelledDataModule):
             # the cache key, from what the encoding depends on (datasets would hash the whole closure, slowly)
             fingerprint = Hasher.hash((ds._fingerprint, tokenizer.to_str(), label_ids if has_labels else None,
                                        self.text_column, self.text_pair_column, self.label_column,
-                                       self.problem_type, self.label_separator))
+                                       self.problem_type, self.labels.separator))
             # features given explicitly: an encoded ``label`` would otherwise keep the type of a source column of
             # the same name (string labels in a column named "label")
             features = encoded_features(self.problem_type if has_labels else None, len(names))
@@ -361,21 +282,7 @@ class ClassificationDataModule(LabelledDataModule):
                  ", ".join(f"{s} {len(d)}" for s, d in self.datasets.items()), names)
 
     def check_labels(self, split: str, ds: datasets.Dataset, names: list[str]) -> None:
-        """Every label of a split must be one training saw (a number, for regression)."""
-        values = ds[self.label_column]
-        if self.problem_type == "regression":
-            bad = [v for v in values if is_missing(v) or isinstance(v, (str, list, tuple))]
-            if bad:
-                raise DataError(f"the {split} split has {len(bad)} labels that are not numbers, e.g. {bad[0]!r}")
-            return
-        if self.problem_type == "multi_label":
-            seen = set().union(*(label_set(v, self.label_separator) for v in values))
-        else:
-            seen = {class_name(v) for v in values}
-        unseen = sorted(seen - set(names))
-        if unseen:
-            raise DataError(f"the {split} split has labels never seen in training: {unseen[:10]}; "
-                            f"training labels are {names}")
+        self.labels.check(split, ds[self.label_column], names)
 
     def _encoder(self, tokenizer: Tokenizer, label_ids: dict | None):
         def encode(batch: dict) -> dict:
@@ -387,28 +294,11 @@ class ClassificationDataModule(LabelledDataModule):
             out = {"input_ids": [e.ids for e in encodings], "token_type_ids": [e.type_ids for e in encodings],
                    "length": [len(e.ids) for e in encodings]}
             if label_ids is not None:
-                out["label"] = [self.encode_label(v, label_ids) for v in batch[self.label_column]]
+                out["label"] = [self.labels.encode(v, label_ids) for v in batch[self.label_column]]
             return out
 
         return encode
 
-    def encode_label(self, value, label_ids: dict[str, int]):
-        """A class index, a multi-hot vector or a number."""
-        if self.problem_type == "regression":
-            return float(value)
-        if self.problem_type == "multi_label":
-            hot = [0.0] * len(label_ids)
-            for name in label_set(value, self.label_separator):
-                hot[label_ids[name]] = 1.0
-            return hot
-        return label_ids[class_name(value)]
-
     def labelled(self, split: str) -> bool:
         return split in self.datasets and "label" in self.datasets[split].column_names
 
-
-def class_name(value) -> str:
-    """A class label as a name: 1.0 in a float column is class "1", as 1 in an integer column."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
