@@ -9,12 +9,15 @@ Sections: mlm (pretraining step, bert-mini and bert-base), finetune (SST-2 passe
 pipeline), clm (GPT step vs GPT2LMHeadModel), loader (bertlite's DataLoaders alone).
 
 Method. A section builds all its cases, runs each case's warm-up (not timed), then times repetitions that
-interleave the cases (A, B, C, A, B, C, ...) so that noise from the machine falls on all of them alike, and
-reports the median repetition. Peak memory is measured afterwards, one case at a time, from a fresh build:
-the growth over the memory in use before the case was built (weights, gradients, optimizer state, batches,
-activations). GPU: torch.cuda.max_memory_allocated. CPU: the process's peak resident set (VmHWM, reset
+interleave the cases (A, B, C, A, B, C, ...) so that noise from the machine falls on all of them alike. A
+training case times each of its steps, and the row reports the median step over all repetitions; a pass
+(fine-tuning, inference) reports the median repetition. Peak memory is measured afterwards, one case at a
+time, from a fresh build: the growth over the memory in use before the case was built (weights, gradients,
+optimizer state, batches, activations). GPU: torch.cuda.max_memory_allocated. CPU: the process's peak resident set (VmHWM, reset
 through /proc/self/clear_refs; Linux only). A training step is forward, backward, gradient clipping at 1.0
 and an AdamW step. On a GPU: bf16 autocast, bert-base with a large batch, and MFU against the card's peak.
+Both libraries run in one process with the CPU allocator setting of bertlite's commands (bertlite/memory.py:
+freed memory is kept for reuse); ``--cpu-allocator system`` measures glibc's defaults instead.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from bertlite.memory import retain_freed_memory  # noqa: E402
 from bertlite.precision import bf16_is_fast  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -132,7 +136,8 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
     for case in cases.values():
         case.warmup()
     env.sync()
-    rates: dict[str, list[float]] = {name: [] for name in cases}
+    rates: dict[str, list[float]] = {name: [] for name in cases}  # one per repetition
+    step_rates: dict[str, list[float]] = {name: [] for name in cases}  # one per timed step, where steps are timed
     for _ in range(reps):
         for name, case in cases.items():
             env.sync()
@@ -140,15 +145,18 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
             units = case.run()
             env.sync()
             elapsed = time.perf_counter() - start
-            if isinstance(units, tuple):  # the case timed its own steps (Trainer.fit: setup left out)
-                units, elapsed = units
+            if isinstance(units, list):  # the case timed each of its steps: [(units, seconds), ...]
+                step_rates[name] += [u / s for u, s in units]
+                units, elapsed = sum(u for u, _ in units), sum(s for _, s in units)
             rates[name].append(units / elapsed)
     flops = {name: case.flops for name, case in cases.items()}
     del cases
     release_memory(env)
     rows = []
     for name, values in rates.items():
-        row = {"case": name, "median": statistics.median(values), "rates": values,
+        # the median step: a burst of load from elsewhere on a shared machine slows some steps, not the median
+        typical = statistics.median(step_rates[name] or values)
+        row = {"case": name, "median": typical, "rates": values, "step_rates": step_rates[name],
                "peak_memory_mib": peak_memory(factories[name], env) if memory else None}
         if flops[name]:
             row["tflops_per_sec"] = flops[name] * row["median"] / 1e12
@@ -187,7 +195,7 @@ def table(title: str, unit: str, rows: list[dict]) -> str:
 def machine(env: Env) -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "device": str(env.device), "bf16_autocast": env.bf16,
-            "peak_flops": env.peak, "cpu": platform.processor() or platform.machine()}
+            "peak_flops": env.peak, "cpu_allocator": env.args.cpu_allocator, "cpu": platform.processor() or platform.machine()}
     try:
         import transformers
 
@@ -230,6 +238,8 @@ def parse_args(argv=None):
                    help="Hydra overrides for the Trainer.fit row (e.g. callbacks.progress_bar=null logger=csv)")
     p.add_argument("--compile", action="store_true", help="add a torch.compile'd bertlite row to mlm and clm")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    p.add_argument("--cpu-allocator", choices=("retain", "system"), default="retain",
+                   help="retain: keep freed memory, as bertlite's commands do (bertlite/memory.py); system: glibc's")
     p.add_argument("--peak-flops", type=float, default=None, help="the device's peak FLOP/s, for MFU")
     p.add_argument("--data-dir", type=Path,
                    default=Path(os.environ.get("BERTLITE_DATA_DIR", REPO.parent / "shared" / "data")))
@@ -250,7 +260,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    os.environ["BERTLITE_CPU_ALLOCATOR"] = args.cpu_allocator
+    retained = retain_freed_memory()
     env = Env(args)
+    print(f"CPU allocator: {'freed memory retained' if retained else 'system defaults'}", flush=True)
     print(f"device {env.device}, {torch.get_num_threads()} threads, bf16 autocast: {env.bf16}", flush=True)
     tokenizer = text.build_tokenizer(args.data_dir, args.vocab_size, 3000 if args.quick else 100_000)
     report = {"machine": machine(env), "settings": {k: str(v) for k, v in vars(args).items()}, "sections": {}}

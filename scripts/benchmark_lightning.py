@@ -4,8 +4,8 @@ The config is composed from conf/pretrain.yaml as the command line composes it (
 settings, gradient clipping, the task's optimizer and schedule), with the bare step's model, recipe and precision;
 its data is the benchmark's corpus through bertlite's own PretrainingDataModule (dynamic masking in the loader).
 Validation is off: the row measures training steps. Each timed unit is a fresh ``Trainer.fit`` of
-``skip + steps`` steps, timed by a callback from the start of step ``skip`` to the end of the last, so setup and
-the first steps (allocations, autocast caches) stay out of the figure.
+``skip + steps`` steps, each step timed by a callback from its start to the next step's start, so setup and
+the first ``skip`` steps (allocations, autocast caches) stay out of the figure.
 """
 
 from __future__ import annotations
@@ -23,20 +23,27 @@ SKIP = 2  # steps of each fit left untimed
 
 
 class _StepTimer(L.Callback):
-    """Seconds from the start of step ``skip`` to the end of the last step."""
+    """Each step's seconds, from the start of one step to the start of the next (the last: to the end of
+    training), so that the loop, callbacks, logging and fetching the next batch count; steps before ``skip``
+    are left out."""
 
     def __init__(self, env, skip: int):
         self.env, self.skip = env, skip
-        self.start = self.seconds = 0.0
+        self.start: float | None = None
+        self.seconds: list[float] = []
+
+    def _mark(self, trainer) -> None:
+        self.env.sync()
+        now = time.perf_counter()
+        if self.start is not None:
+            self.seconds.append(now - self.start)
+        self.start = now if trainer.global_step >= self.skip else None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.skip:
-            self.env.sync()
-            self.start = time.perf_counter()
+        self._mark(trainer)
 
     def on_train_end(self, trainer, pl_module):
-        self.env.sync()
-        self.seconds = time.perf_counter() - self.start
+        self._mark(trainer)
 
 
 def pretrain_case(env, make_case, config, recipe: dict, datamodule, flops_per_token: float,
@@ -61,6 +68,6 @@ def pretrain_case(env, make_case, config, recipe: dict, datamodule, flops_per_to
                               logger=instantiate_group(cfg.logger) or False, max_steps=SKIP + steps,
                               enable_model_summary=False)
         trainer.fit(task, datamodule=datamodule)
-        return steps * datamodule.batch_size * datamodule.max_seq_len, timer.seconds
+        return [(datamodule.batch_size * datamodule.max_seq_len, seconds) for seconds in timer.seconds]
 
     return make_case(lambda: fit(args.steps), lambda: fit(args.warmup), flops_per_token)

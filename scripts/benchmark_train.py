@@ -9,6 +9,7 @@ from DataCollatorForLanguageModeling (labels with -100 elsewhere, logits at ever
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -54,13 +55,17 @@ def training_case(env, make_case, model, optimizer, loss_fn, batches: list[dict]
     batches = [text.to_device(b, device) for b in batches]
     cycle = itertools.cycle(batches)
 
-    def step() -> int:
+    def step() -> tuple[int, float]:
+        """One timed step: (tokens, seconds)."""
         batch = next(cycle)
+        env.sync()
+        start = time.perf_counter()
         text.train_step(env, model, optimizer, loss_fn, batch)
-        return batch["input_ids"].numel()
+        env.sync()
+        return batch["input_ids"].numel(), time.perf_counter() - start
 
     model.train()
-    return make_case(lambda: sum(step() for _ in range(steps)), lambda: [step() for _ in range(env.args.warmup)],
+    return make_case(lambda: [step() for _ in range(steps)], lambda: [step() for _ in range(env.args.warmup)],
                      flops_per_token)
 
 

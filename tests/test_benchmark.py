@@ -36,6 +36,8 @@ def test_quick_benchmark_writes_every_section(tmp_path):
             assert t["rows"], t["title"]
             for row in t["rows"]:
                 assert row["median"] > 0 and all(r > 0 for r in row["rates"]), (name, row["case"])
+    for row in (r for t in report["sections"]["mlm"] + report["sections"]["clm"] for r in t["rows"]):
+        assert len(row["step_rates"]) == 2 * 2, row["case"]  # --quick: each of 2 steps, in 2 repetitions
     mlm_cases = [r["case"] for t in report["sections"]["mlm"] for r in t["rows"]]
     assert any(c.startswith("transformers") for c in mlm_cases) and any("default recipe" in c for c in mlm_cases)
     assert report["sections"]["inference"][0]["rows"][0]["agreement_with_pipeline"] == 1.0  # the same weights

@@ -30,6 +30,7 @@ from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_check
                                  is_rank_zero, prepare_tokenizer, register_model_presets, resolve_ckpt_path,
                                  save_resolved_config)
 from bertlite.errors import ConfigError
+from bertlite.memory import retain_freed_memory
 
 log = logging.getLogger("bertlite.finetune")
 
@@ -44,6 +45,7 @@ def finetune(cfg: DictConfig) -> dict:
     from bertlite.models.config import config_from_dict
 
     started = time.perf_counter()
+    retain_freed_memory()  # no page faults for every step's large tensors (bertlite/memory.py)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from bertlite.atomic import write_text_atomically
 from bertlite.cli.common import CONFIG_DIR, exit_on_user_error, quote_free_text
 from bertlite.errors import ConfigError, DataError
+from bertlite.memory import retain_freed_memory
 
 log = logging.getLogger("bertlite.predict")
 
@@ -43,6 +44,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     from bertlite.checkpoints import read_checkpoint
     from bertlite.inference import Classifier, TokenClassifier
 
+    retain_freed_memory()  # bertlite/memory.py
     output = Path(cfg.output) if cfg.output else None
     if output is not None and output.suffix not in (".jsonl", ".csv"):
         raise ConfigError(f"output={output}: the file must end in .jsonl or .csv")

@@ -23,6 +23,7 @@ from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_check
                                  is_rank_zero, prepare_tokenizer, register_model_presets, resolve_ckpt_path,
                                  save_resolved_config)
 from bertlite.errors import ConfigError
+from bertlite.memory import retain_freed_memory
 
 log = logging.getLogger("bertlite.pretrain")
 
@@ -38,6 +39,7 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     from bertlite.data.tokenizer import special_ids
     from bertlite.models.config import config_from_dict
 
+    retain_freed_memory()  # no page faults for every step's large tensors (bertlite/memory.py)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)  # ckpt_path=last: this run directory's last.ckpt
