@@ -58,6 +58,7 @@ class Case:
     run: Callable[[], int]  # one timed unit of work (steps or a pass); returns the tokens or examples it did
     warmup: Callable[[], object]
     flops: float = 0.0  # model FLOPs per unit (token) of run(): FLOP/s = flops * rate (0: not counted)
+    step: Callable[[], tuple[int, float]] | None = None  # one timed training step: (units, seconds)
 
 
 class Env:
@@ -128,9 +129,12 @@ def peak_memory(make: Callable[[], Case], env: Env) -> float | None:
 
 # --- timing -------------------------------------------------------------------------------------------
 def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, memory: bool = True) -> list[dict]:
-    """Build every case, warm each up, then time ``reps`` interleaved repetitions. The first case whose name
-    starts with 'transformers' is the reference of the ratio column. ``--cases`` keeps only the rows whose
-    names contain one of its strings."""
+    """Build every case, warm each up, then time ``reps`` interleaved repetitions. Cases that expose single
+    training steps interleave step by step (A, B, C, A, B, C, ... within a repetition), so that a few seconds
+    of load from elsewhere fall on all of them alike; the others (a Trainer.fit, a pass) run whole, in turn.
+    The first case whose name starts with 'transformers' is the reference of the ratio column: for
+    step-interleaved cases the median over rounds of each round's ratio, else the ratio of the medians.
+    ``--cases`` keeps only the rows whose names contain one of its strings."""
     keep = env.args.cases
     cases = {name: make() for name, make in factories.items() if not keep or any(k in name for k in keep)}
     for case in cases.values():
@@ -138,38 +142,52 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
     env.sync()
     rates: dict[str, list[float]] = {name: [] for name in cases}  # one per repetition
     step_rates: dict[str, list[float]] = {name: [] for name in cases}  # one per timed step, where steps are timed
+    stepwise = {name: case for name, case in cases.items() if case.step is not None}
     for _ in range(reps):
+        done = {name: [] for name in stepwise}
+        for _ in range(env.args.steps):  # rounds: one step of each case
+            for name, case in stepwise.items():
+                done[name].append(case.step())
         for name, case in cases.items():
-            env.sync()
-            start = time.perf_counter()
-            units = case.run()
-            env.sync()
-            elapsed = time.perf_counter() - start
-            if isinstance(units, list):  # the case timed each of its steps: [(units, seconds), ...]
-                step_rates[name] += [u / s for u, s in units]
-                units, elapsed = sum(u for u, _ in units), sum(s for _, s in units)
-            rates[name].append(units / elapsed)
+            if name in stepwise:
+                units = done[name]
+            else:
+                env.sync()
+                start = time.perf_counter()
+                units = case.run()
+                env.sync()
+                units = units if isinstance(units, list) else [(units, time.perf_counter() - start)]
+                if len(units) == 1:  # a whole pass: no per-step figures
+                    rates[name].append(units[0][0] / units[0][1])
+                    continue
+            step_rates[name] += [u / s for u, s in units]  # [(units, seconds) per step]
+            rates[name].append(sum(u for u, _ in units) / sum(s for _, s in units))
     flops = {name: case.flops for name, case in cases.items()}
     del cases
     release_memory(env)
     rows = []
     for name, values in rates.items():
         # the median step: a burst of load from elsewhere on a shared machine slows some steps, not the median
-        typical = statistics.median(step_rates[name] or values)
-        row = {"case": name, "median": typical, "rates": values, "step_rates": step_rates[name],
-               "peak_memory_mib": peak_memory(factories[name], env) if memory else None}
+        row = {"case": name, "median": statistics.median(step_rates[name] or values), "rates": values,
+               "step_rates": step_rates[name], "peak_memory_mib": peak_memory(factories[name], env) if memory else None}
         if flops[name]:
             row["tflops_per_sec"] = flops[name] * row["median"] / 1e12
         rows.append(row)
     reference = next((r for r in rows if r["case"].startswith("transformers")), None)
     for row in rows:
-        row["ratio"] = row["median"] / reference["median"] if reference else None
         row["reference"] = row is reference
+        row["ratio"] = None
         if reference and row is not reference:
-            # each repetition's ratio to the reference timed just before or after it (interleaved): their spread
-            # says how far one run's ratio can be trusted on a noisy machine
-            paired = [a / b for a, b in zip(row["rates"], reference["rates"])]
-            row["ratio_range"] = [min(paired), max(paired)]
+            by_round = row["case"] in stepwise and reference["case"] in stepwise
+            paired = [a / b for a, b in zip(row["step_rates" if by_round else "rates"],
+                                            reference["step_rates" if by_round else "rates"])]
+            row["ratio"] = statistics.median(paired) if by_round else row["median"] / reference["median"]
+            # the middle 80% of the paired ratios (rounds, or repetitions timed one after the other): how far
+            # one run's ratio can be trusted on a noisy machine
+            deciles = statistics.quantiles(paired, n=10) if len(paired) > 1 else paired * 9
+            row["ratio_range"] = [deciles[0], deciles[-1]]
+        elif reference:
+            row["ratio"] = 1.0
         if env.peak and row.get("tflops_per_sec"):
             row["mfu"] = row["tflops_per_sec"] * 1e12 / env.peak
     return rows
@@ -178,7 +196,7 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
 # --- report -------------------------------------------------------------------------------------------
 def table(title: str, unit: str, rows: list[dict]) -> str:
     notes = any(r.get("note") for r in rows)
-    lines = [f"### {title}", "", f"| case | {unit} (median) | × reference | peak memory (MiB) | TFLOP/s | MFU |"
+    lines = [f"### {title}", "", f"| case | {unit} (median) | × reference [10th–90th percentile] | peak memory (MiB) | TFLOP/s | MFU |"
              + (" note |" if notes else ""), "|---|---:|---:|---:|---:|---:|" + ("---|" if notes else "")]
     for r in rows:
         mem = "" if r.get("peak_memory_mib") is None else f"{r['peak_memory_mib']:.0f}"
@@ -224,7 +242,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None, help="timed training steps per repetition (CPU 5, GPU 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (batches) per case before timing")
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions; the median is reported")
-    p.add_argument("--finetune-reps", type=int, default=3, help="repetitions of the SST-2 passes")
+    p.add_argument("--finetune-reps", type=int, default=5, help="repetitions of the SST-2 passes")
     p.add_argument("--finetune-size", default=None,
                    help="the model of the fine-tuning and inference sections (CPU bert-mini, GPU bert-base)")
     p.add_argument("--finetune-examples", type=int, default=2000)

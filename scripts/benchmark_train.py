@@ -9,6 +9,7 @@ from DataCollatorForLanguageModeling (labels with -100 elsewhere, logits at ever
 from __future__ import annotations
 
 import itertools
+import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -66,7 +67,7 @@ def training_case(env, make_case, model, optimizer, loss_fn, batches: list[dict]
 
     model.train()
     return make_case(lambda: [step() for _ in range(steps)], lambda: [step() for _ in range(env.args.warmup)],
-                     flops_per_token)
+                     flops_per_token, step=step)
 
 
 def hf_adamw(model, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
@@ -141,7 +142,13 @@ def mlm_sections(env, tokenizer, Case, run_cases) -> list:
             factories["transformers BertForMaskedLM, sdpa + torch.compile"] = lambda: hf_case(compile=True)
         precision = "bf16 autocast" if env.bf16 else "fp32"
         title = f"MLM training step, {size}, batch {batch_size} x {args.seq_len}, vocab {vocab}, {precision}"
-        results.append((title, "tokens/s", run_cases(env, factories, args.reps, not args.no_memory)))
+        rows = run_cases(env, factories, args.reps, not args.no_memory)
+        bare, fit = (next((r for r in rows if key in r["case"]), None) for key in ("default recipe", "Trainer.fit"))
+        if bare and fit:  # each Trainer.fit against the bare steps of the same repetition
+            share = statistics.median(f / b for f, b in zip(fit["rates"], bare["rates"]))
+            fit["of_bare_step"] = share
+            fit["note"] = f"{share:.1%} of the bare step"
+        results.append((title, "tokens/s", rows))
     return results
 
 

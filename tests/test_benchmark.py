@@ -42,3 +42,34 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert any(c.startswith("transformers") for c in mlm_cases) and any("default recipe" in c for c in mlm_cases)
     assert report["sections"]["inference"][0]["rows"][0]["agreement_with_pipeline"] == 1.0  # the same weights
     assert "| case |" in proc.stdout  # the markdown table
+
+
+def test_compare_reports_every_ratio_and_its_change(tmp_path, capsys):
+    """scripts/benchmark_compare.py: the ratios of two runs side by side, the Trainer.fit share and the
+    fine-tuning row against dynamic padding included, with changes over the tolerance marked."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark_compare
+
+    def report(mlm_ratio: float, share: float, ours: float) -> dict:
+        mlm = [{"case": "bertlite, default recipe", "ratio": mlm_ratio, "median": 2.0},
+               {"case": "the same through Trainer.fit", "ratio": mlm_ratio * share, "of_bare_step": share, "median": 1},
+               {"case": "transformers BertForMaskedLM", "ratio": 1.0, "reference": True, "median": 1.0}]
+        finetune = [{"case": "bertlite", "ratio": ours / 50, "median": ours},
+                    {"case": "transformers, padded to 128", "ratio": 1.0, "reference": True, "median": 50.0},
+                    {"case": "transformers, DataCollatorWithPadding (dynamic)", "ratio": 2.0, "median": 100.0}]
+        return {"sections": {"mlm": [{"title": "MLM training step, bert-mini, batch 32", "rows": mlm}],
+                             "finetune": [{"title": "SST-2 fine-tuning, bert-mini: one pass", "rows": finetune}]}}
+
+    before, after = tmp_path / "before.json", tmp_path / "after.json"
+    before.write_text(json.dumps(report(2.5, 0.96, 120.0)))
+    after.write_text(json.dumps(report(2.6, 0.96, 114.0)))
+    rows = {key: change for key, _, _, change in benchmark_compare.main([str(before), str(after)])}
+    assert rows["MLM training step, bert-mini / bertlite, default recipe"] == pytest.approx(0.04)
+    assert rows["MLM training step, bert-mini / the same through Trainer.fit: share of the bare step"] == 0
+    assert rows["SST-2 fine-tuning, bert-mini: one pass / bertlite: against dynamic padding"] == pytest.approx(-0.05)
+    assert not any("transformers BertForMaskedLM" in key for key in rows)  # the reference is not a ratio
+    out = capsys.readouterr().out
+    assert "| SST-2 fine-tuning, bert-mini: one pass / bertlite | 2.400 | 2.280 | -5.0% |" in out  # 5%: not over
+    assert "**over**" not in out and "6 of 6 figures within 5%" in out
+    benchmark_compare.main([str(before), str(after), "--tolerance", "0.01"])
+    assert capsys.readouterr().out.count("**over**") == 4  # MLM, the fit row's ratio, SST-2, against dynamic

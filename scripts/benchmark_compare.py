@@ -1,0 +1,53 @@
+"""Two runs of scripts/benchmark.py side by side: every ratio of the first run, the second's, and the change.
+
+    python scripts/benchmark_compare.py before.json after.json [--tolerance 0.05]
+
+A ratio is a row's "× reference" figure (bertlite against transformers); the Trainer.fit rows also give their
+share of the bare step, and the fine-tuning table the bertlite row against transformers' dynamic padding. Rows
+whose change exceeds the tolerance are marked; the exit status is 0 either way (a report, not a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def ratios(report: dict) -> dict[str, float]:
+    """{"<table> / <row>": ratio} for every compared figure of one benchmark.json."""
+    out = {}
+    for tables in report["sections"].values():
+        for table in tables:
+            title = ", ".join(table["title"].split(", ")[:2])  # "MLM training step, bert-mini"
+            rows = table["rows"]
+            for row in rows:
+                if row.get("ratio") and not row.get("reference"):
+                    out[f"{title} / {row['case']}"] = row["ratio"]
+                if row.get("of_bare_step"):
+                    out[f"{title} / {row['case']}: share of the bare step"] = row["of_bare_step"]
+            dynamic = next((r for r in rows if "DataCollatorWithPadding" in r["case"]), None)
+            if dynamic:
+                out[f"{title} / {rows[0]['case']}: against dynamic padding"] = rows[0]["median"] / dynamic["median"]
+    return out
+
+
+def main(argv=None) -> list[tuple[str, float, float, float]]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("before", type=Path)
+    p.add_argument("after", type=Path)
+    p.add_argument("--tolerance", type=float, default=0.05, help="mark changes larger than this (0.05: 5%%)")
+    args = p.parse_args(argv)
+    before, after = (ratios(json.loads(path.read_text())) for path in (args.before, args.after))
+    rows = [(key, before[key], after[key], after[key] / before[key] - 1) for key in before if key in after]
+    print(f"| figure | {args.before.name} | {args.after.name} | change |\n|---|---:|---:|---:|")
+    for key, a, b, change in rows:
+        mark = " **over**" if abs(change) > args.tolerance + 1e-9 else ""
+        print(f"| {key} | {a:.3f} | {b:.3f} | {change:+.1%}{mark} |")
+    held = sum(abs(c) <= args.tolerance + 1e-9 for *_, c in rows)
+    print(f"\n{held} of {len(rows)} figures within {args.tolerance:.0%}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
