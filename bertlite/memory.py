@@ -3,11 +3,11 @@
 glibc's malloc serves every allocation above its mmap threshold (at most 32 MiB, and a training step makes many:
 activations, logits, gradients) with a fresh ``mmap`` and returns it with ``munmap`` when the tensor is freed. The
 next step asks again, and the kernel hands over new zeroed pages, one page fault per 4 KiB. On the 2-core KVM
-machine of docs/performance.md a bert-mini MLM step took about 9.5 million page faults per minute this way, a
-fifth of its CPU time in the kernel. PyTorch's CPU tuning guide recommends a caching allocator (jemalloc,
-tcmalloc) for this reason; here the same effect comes from glibc itself, with no package: ``mallopt`` so that
-large blocks come from the heap (``M_MMAP_MAX=0``) and the heap is never trimmed (``M_TRIM_THRESHOLD``), as
-PyTorch's CUDA caching allocator keeps GPU memory. The process's memory then stays at its peak instead of
+machine of docs/performance.md the benchmark's bert-mini MLM steps (bertlite's and transformers') took 9.5 million
+page faults in 52 seconds this way, a fifth of their CPU time in the kernel. PyTorch's CPU tuning guide
+recommends a caching allocator (jemalloc, tcmalloc) for this reason; here the same effect comes from glibc
+itself, with no package: ``mallopt`` so that large blocks come from the heap (``M_MMAP_MAX=0``) and the heap is
+never trimmed (``M_TRIM_THRESHOLD``), as PyTorch's CUDA caching allocator keeps GPU memory. The process's memory then stays at its peak instead of
 falling between steps.
 
 bertlite's training and prediction commands call :func:`retain_freed_memory` at start;

@@ -13,9 +13,10 @@ interleave the cases (A, B, C, A, B, C, ...) so that noise from the machine fall
 training case times each of its steps, and the row reports the median step over all repetitions; a pass
 (fine-tuning, inference) reports the median repetition. Peak memory is measured afterwards, one case at a
 time, from a fresh build: the growth over the memory in use before the case was built (weights, gradients,
-optimizer state, batches, activations). GPU: torch.cuda.max_memory_allocated. CPU: the process's peak resident set (VmHWM, reset
-through /proc/self/clear_refs; Linux only). A training step is forward, backward, gradient clipping at 1.0
-and an AdamW step. On a GPU: bf16 autocast, bert-base with a large batch, and MFU against the card's peak.
+optimizer state, batches, activations). GPU: torch.cuda.max_memory_allocated. CPU: the process's peak
+resident set (VmHWM, reset through /proc/self/clear_refs; Linux only). A training step is forward, backward,
+gradient clipping at 1.0 and an AdamW step. On a GPU: bf16 autocast, bert-base with a large batch, and MFU
+against the card's peak.
 Both libraries run in one process with the CPU allocator setting of bertlite's commands (bertlite/memory.py:
 freed memory is kept for reuse); ``--cpu-allocator system`` measures glibc's defaults instead.
 """
@@ -55,7 +56,9 @@ QUICK_SHAPE = dict(n_layers=2, d_model=64, n_heads=2, d_ff=256, max_seq_len=64) 
 
 @dataclass
 class Case:
-    run: Callable[[], int]  # one timed unit of work (steps or a pass); returns the tokens or examples it did
+    # one timed unit of work: a pass returns the tokens or examples it did; steps timed one by one (a
+    # Trainer.fit) return [(units, seconds), ...]
+    run: Callable[[], int | list[tuple[int, float]]]
     warmup: Callable[[], object]
     flops: float = 0.0  # model FLOPs per unit (token) of run(): FLOP/s = flops * rate (0: not counted)
     step: Callable[[], tuple[int, float]] | None = None  # one timed training step: (units, seconds)
@@ -141,7 +144,7 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
         case.warmup()
     env.sync()
     rates: dict[str, list[float]] = {name: [] for name in cases}  # one per repetition
-    step_rates: dict[str, list[float]] = {name: [] for name in cases}  # one per timed step, where steps are timed
+    step_rates: dict[str, list[float]] = {name: [] for name in cases}  # one per step, where steps are timed
     stepwise = {name: case for name, case in cases.items() if case.step is not None}
     for _ in range(reps):
         done = {name: [] for name in stepwise}
@@ -156,11 +159,10 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
                 start = time.perf_counter()
                 units = case.run()
                 env.sync()
-                units = units if isinstance(units, list) else [(units, time.perf_counter() - start)]
-                if len(units) == 1:  # a whole pass: no per-step figures
-                    rates[name].append(units[0][0] / units[0][1])
+                if not isinstance(units, list):  # a whole pass: no per-step figures
+                    rates[name].append(units / (time.perf_counter() - start))
                     continue
-            step_rates[name] += [u / s for u, s in units]  # [(units, seconds) per step]
+            step_rates[name] += [u / s for u, s in units]  # units: [(units, seconds) per step]
             rates[name].append(sum(u for u, _ in units) / sum(s for _, s in units))
     flops = {name: case.flops for name, case in cases.items()}
     del cases
@@ -169,14 +171,15 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
     for name, values in rates.items():
         # the median step: a burst of load from elsewhere on a shared machine slows some steps, not the median
         row = {"case": name, "median": statistics.median(step_rates[name] or values), "rates": values,
-               "step_rates": step_rates[name], "peak_memory_mib": peak_memory(factories[name], env) if memory else None}
+               "step_rates": step_rates[name],
+               "peak_memory_mib": peak_memory(factories[name], env) if memory else None}
         if flops[name]:
             row["tflops_per_sec"] = flops[name] * row["median"] / 1e12
         rows.append(row)
     reference = next((r for r in rows if r["case"].startswith("transformers")), None)
     for row in rows:
         row["reference"] = row is reference
-        row["ratio"] = None
+        row["ratio"] = 1.0 if row is reference else None
         if reference and row is not reference:
             by_round = row["case"] in stepwise and reference["case"] in stepwise
             paired = [a / b for a, b in zip(row["step_rates" if by_round else "rates"],
@@ -186,8 +189,6 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
             # one run's ratio can be trusted on a noisy machine
             deciles = statistics.quantiles(paired, n=10) if len(paired) > 1 else paired * 9
             row["ratio_range"] = [deciles[0], deciles[-1]]
-        elif reference:
-            row["ratio"] = 1.0
         if env.peak and row.get("tflops_per_sec"):
             row["mfu"] = row["tflops_per_sec"] * 1e12 / env.peak
     return rows
@@ -196,8 +197,9 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
 # --- report -------------------------------------------------------------------------------------------
 def table(title: str, unit: str, rows: list[dict]) -> str:
     notes = any(r.get("note") for r in rows)
-    lines = [f"### {title}", "", f"| case | {unit} (median) | × reference [10th–90th percentile] | peak memory (MiB) | TFLOP/s | MFU |"
-             + (" note |" if notes else ""), "|---|---:|---:|---:|---:|---:|" + ("---|" if notes else "")]
+    lines = [f"### {title}", "", f"| case | {unit} (median) | × reference [10th–90th percentile] "
+             "| peak memory (MiB) | TFLOP/s | MFU |" + (" note |" if notes else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---|" if notes else "")]
     for r in rows:
         mem = "" if r.get("peak_memory_mib") is None else f"{r['peak_memory_mib']:.0f}"
         tflops = f"{r['tflops_per_sec']:.3f}" if r.get("tflops_per_sec") else ""
@@ -213,7 +215,8 @@ def table(title: str, unit: str, rows: list[dict]) -> str:
 def machine(env: Env) -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "device": str(env.device), "bf16_autocast": env.bf16,
-            "peak_flops": env.peak, "cpu_allocator": env.args.cpu_allocator, "cpu": platform.processor() or platform.machine()}
+            "peak_flops": env.peak, "cpu_allocator": env.args.cpu_allocator,
+            "cpu": platform.processor() or platform.machine()}
     try:
         import transformers
 

@@ -1,5 +1,6 @@
 """bertlite/memory.py: with the CLIs' allocator setting, freeing and re-allocating a large tensor takes no new
-page faults once warmed up; with glibc's defaults (BERTLITE_CPU_ALLOCATOR=system) every allocation faults its pages in again.
+page faults once warmed up; with glibc's defaults (BERTLITE_CPU_ALLOCATOR=system) every allocation faults its
+pages in again.
 Each case runs in a fresh interpreter, since the setting is for the whole process."""
 
 import os
