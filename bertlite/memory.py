@@ -7,8 +7,8 @@ machine of docs/performance.md the benchmark's bert-mini MLM steps (bertlite's a
 page faults in 52 seconds this way, a fifth of their CPU time in the kernel. PyTorch's CPU tuning guide
 recommends a caching allocator (jemalloc, tcmalloc) for this reason; here the same effect comes from glibc
 itself, with no package: ``mallopt`` so that large blocks come from the heap (``M_MMAP_MAX=0``) and the heap is
-never trimmed (``M_TRIM_THRESHOLD``), as PyTorch's CUDA caching allocator keeps GPU memory. The process's memory then stays at its peak instead of
-falling between steps.
+never trimmed (``M_TRIM_THRESHOLD``), as PyTorch's CUDA caching allocator keeps GPU memory. The process's
+memory then stays at its peak instead of falling between steps.
 
 bertlite's training and prediction commands call :func:`retain_freed_memory` at start;
 ``BERTLITE_CPU_ALLOCATOR=system`` leaves glibc's defaults alone. Elsewhere (macOS, musl) it does nothing.
