@@ -27,6 +27,7 @@ import argparse
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -131,13 +132,16 @@ def peak_memory(make: Callable[[], Case], env: Env) -> float | None:
 
 
 # --- timing -------------------------------------------------------------------------------------------
-def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, memory: bool = True) -> list[dict]:
+def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, memory: bool = True,
+              pass_chunks: int | None = None) -> list[dict]:
     """Build every case, warm each up, then time ``reps`` interleaved repetitions. Cases that expose single
     training steps interleave step by step (A, B, C, A, B, C, ... within a repetition), so that a few seconds
     of load from elsewhere fall on all of them alike; the others (a Trainer.fit, a pass) run whole, in turn.
+    With ``pass_chunks``, a case's step is a chunk of a pass: a repetition is that many rounds (one pass of each
+    case, the cases taking turns chunk by chunk), and rows report passes, not chunks.
     The first case whose name starts with 'transformers' is the reference of the ratio column: for
-    step-interleaved cases the median over rounds of each round's ratio, else the ratio of the medians.
-    ``--cases`` keeps only the rows whose names contain one of its strings."""
+    step-interleaved cases the median over rounds (or passes) of each one's ratio, else the ratio of the
+    medians. ``--cases`` keeps only the rows whose names contain one of its strings."""
     keep = env.args.cases
     cases = {name: make() for name, make in factories.items() if not keep or any(k in name for k in keep)}
     for case in cases.values():
@@ -148,7 +152,7 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
     stepwise = {name: case for name, case in cases.items() if case.step is not None}
     for _ in range(reps):
         done = {name: [] for name in stepwise}
-        for _ in range(env.args.steps):  # rounds: one step of each case
+        for _ in range(pass_chunks or env.args.steps):  # rounds: one step of each case
             for name, case in stepwise.items():
                 done[name].append(case.step())
         for name, case in cases.items():
@@ -170,7 +174,8 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
     rows = []
     for name, values in rates.items():
         # the median step: a burst of load from elsewhere on a shared machine slows some steps, not the median
-        row = {"case": name, "median": statistics.median(step_rates[name] or values), "rates": values,
+        per_step = step_rates[name] if not pass_chunks else []
+        row = {"case": name, "median": statistics.median(per_step or values), "rates": values,
                "step_rates": step_rates[name],
                "peak_memory_mib": peak_memory(factories[name], env) if memory else None}
         if flops[name]:
@@ -181,10 +186,11 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
         row["reference"] = row is reference
         row["ratio"] = 1.0 if row is reference else None
         if reference and row is not reference:
-            by_round = row["case"] in stepwise and reference["case"] in stepwise
+            interleaved = row["case"] in stepwise and reference["case"] in stepwise
+            by_round = interleaved and not pass_chunks
             paired = [a / b for a, b in zip(row["step_rates" if by_round else "rates"],
                                             reference["step_rates" if by_round else "rates"])]
-            row["ratio"] = statistics.median(paired) if by_round else row["median"] / reference["median"]
+            row["ratio"] = statistics.median(paired) if interleaved else row["median"] / reference["median"]
             # the middle 80% of the paired ratios (rounds, or repetitions timed one after the other): how far
             # one run's ratio can be trusted on a noisy machine
             deciles = statistics.quantiles(paired, n=10) if len(paired) > 1 else paired * 9
@@ -292,9 +298,7 @@ def main(argv=None) -> dict:
     sections = {
         "mlm": lambda: train.mlm_sections(env, tokenizer, Case, run_cases),
         "clm": lambda: train.clm_sections(env, tokenizer, Case, run_cases),
-        "finetune": lambda: [(f"SST-2 fine-tuning, {args.finetune_size}: one pass", "examples/s",
-                              run_cases(env, text.finetune_cases(env, tokenizer, Case), args.finetune_reps,
-                                        not args.no_memory))],
+        "finetune": lambda: finetune_section(env, tokenizer),
         "inference": lambda: inference_section(env, tokenizer),
         "loader": lambda: train.loader_sections(env, tokenizer, Case, run_cases, report["sections"]),
     }
@@ -312,10 +316,27 @@ def main(argv=None) -> dict:
     return report
 
 
+def finetune_section(env: Env, tokenizer) -> list:
+    """One pass per repetition, the cases taking turns text.FINETUNE_CHUNK batches at a time. The first row is
+    also paired with transformers' dynamic padding, repetition by repetition (its "vs_dynamic" figure)."""
+    args = env.args
+    chunks = math.ceil(math.ceil(args.finetune_examples / args.finetune_batch_size) / text.FINETUNE_CHUNK)
+    rows = run_cases(env, text.finetune_cases(env, tokenizer, Case), args.finetune_reps, not args.no_memory,
+                     pass_chunks=chunks)
+    dynamic = next((r for r in rows if "DataCollatorWithPadding" in r["case"]), None)
+    if dynamic and rows[0] is not dynamic:
+        paired = [a / b for a, b in zip(rows[0]["rates"], dynamic["rates"])]
+        rows[0]["vs_dynamic"] = statistics.median(paired)
+        low, high = (statistics.quantiles(paired, n=10)[::8] if len(paired) > 1 else paired * 2)
+        rows[0]["note"] = f"{rows[0]['vs_dynamic']:.2f}× dynamic padding [{low:.2f}–{high:.2f}]"
+    return [(f"SST-2 fine-tuning, {args.finetune_size}: one pass", "examples/s", rows)]
+
+
 def inference_section(env: Env, tokenizer) -> list:
     predictions: dict = {}
+    chunks = math.ceil(env.args.inference_examples / text.INFERENCE_CHUNK)
     rows = run_cases(env, text.inference_cases(env, tokenizer, Case, predictions), env.args.reps,
-                     not env.args.no_memory)
+                     not env.args.no_memory, pass_chunks=chunks)
     ours, theirs = predictions.get("bertlite"), predictions.get(f"hf{env.args.inference_batch_size}")
     if ours and theirs:
         agree = sum(a == b for a, b in zip(ours, theirs)) / len(ours)

@@ -28,7 +28,8 @@ def ratios(report: dict) -> dict[str, float]:
                     out[f"{title} / {row['case']}: share of the bare step"] = row["of_bare_step"]
             dynamic = next((r for r in rows if "DataCollatorWithPadding" in r["case"]), None)
             if dynamic:
-                out[f"{title} / {rows[0]['case']}: against dynamic padding"] = rows[0]["median"] / dynamic["median"]
+                out[f"{title} / {rows[0]['case']}: against dynamic padding"] = (  # paired where the run paired it
+                    rows[0].get("vs_dynamic") or rows[0]["median"] / dynamic["median"])
     return out
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -20,6 +21,10 @@ from bertlite.data.tokenizer import CLS, MASK, PAD, SEP, UNK, load_tokenizer, tr
 from bertlite.tasks.optim import build_adamw, parameter_groups
 
 WORK = Path(tempfile.mkdtemp(prefix="bertlite-benchmark-"))  # the corpus file, checkpoints, the HF export
+# fine-tuning passes are timed FINETUNE_CHUNK batches at a time, the cases taking turns (about a second each)
+FINETUNE_CHUNK = 4
+# inference INFERENCE_CHUNK sentences at a time (each library batches a chunk as it batches a whole pass)
+INFERENCE_CHUNK = 500
 
 
 # --- text and tokenizer -----------------------------------------------------------------------------
@@ -146,6 +151,28 @@ def finetune_cases(env, tokenizer, make_case):
             examples += batch["labels"].size(0)
         return examples
 
+    def training_case(model, optimizer, loader, loss_fn):
+        """A pass for run(), and for step() the next FINETUNE_CHUNK batches of an endless stream of passes, so
+        that run_cases can interleave the cases' passes a few batches at a time (pass_chunks)."""
+        def endless():
+            while True:
+                yield from loader
+        stream = endless()
+
+        def chunk() -> tuple[int, float]:
+            model.train()
+            env.sync()
+            start, examples = time.perf_counter(), 0
+            for _ in range(FINETUNE_CHUNK):
+                batch = to_device(next(stream), device)
+                train_step(env, model, optimizer, loss_fn, batch)
+                examples += batch["labels"].size(0)
+            env.sync()
+            return examples, time.perf_counter() - start
+
+        return make_case(lambda: train_pass(model, optimizer, loader, loss_fn),
+                         lambda: train_pass(model, optimizer, loader, loss_fn, limit=args.warmup), step=chunk)
+
     # the data is read and tokenized once, outside the cases: their memory is the training's, not the reading's
     def bertlite_case(unpad: bool):
         def case():
@@ -160,8 +187,7 @@ def finetune_cases(env, tokenizer, make_case):
         def loss_fn(m, b):
             return F.cross_entropy(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b["labels"])
 
-        return make_case(lambda: train_pass(model, optimizer, loader, loss_fn),
-                         lambda: train_pass(model, optimizer, loader, loss_fn, limit=args.warmup))
+        return training_case(model, optimizer, loader, loss_fn)
 
     def hf_case(pad_to_max: bool):
         encoded = hf_tok(texts, truncation=True, max_length=max_len, padding="max_length" if pad_to_max else False)
@@ -175,8 +201,7 @@ def finetune_cases(env, tokenizer, make_case):
             model = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation="sdpa").to(device)
             optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4, fused=True)  # HF Trainer's default
             loss_fn = lambda m, b: m(**b).loss  # noqa: E731
-            return make_case(lambda: train_pass(model, optimizer, loader, loss_fn),
-                             lambda: train_pass(model, optimizer, loader, loss_fn, limit=args.warmup))
+            return training_case(model, optimizer, loader, loss_fn)
         return case
 
     return {"bertlite (ClassificationDataModule: dynamic padding, default batching; padding-free layers)":
@@ -220,26 +245,44 @@ def inference_cases(env, tokenizer, make_case, results: dict):
     texts = sst2(args.data_dir, args.inference_examples)[0]
     bs = args.inference_batch_size
 
+    def inference_case(key: str, predict):
+        """run(): every text at once; step(): the next INFERENCE_CHUNK texts, so that run_cases can interleave
+        the cases chunk by chunk (pass_chunks). Either way the labels land in results[key], for the check
+        that both libraries agree."""
+        results[key] = [None] * len(texts)
+        start_at = [0]
+
+        def run() -> int:
+            results[key] = predict(texts)
+            return len(texts)
+
+        def chunk() -> tuple[int, float]:
+            i = start_at[0]
+            part = texts[i:i + INFERENCE_CHUNK]
+            env.sync()
+            start = time.perf_counter()
+            results[key][i:i + len(part)] = predict(part)
+            env.sync()
+            start_at[0] = (i + len(part)) % len(texts)
+            return len(part), time.perf_counter() - start
+        return make_case(run, lambda: predict(texts[:bs]), step=chunk)
+
     def bertlite_case(unpad: bool):
         def case():
             clf = bertlite.load(ckpt, device=device)
             clf.model.config.unpad = unpad
-
-            def run() -> int:
-                results["bertlite" if unpad else "bertlite-padded"] = clf.predict(texts, batch_size=bs)
-                return len(texts)
-            return make_case(run, lambda: clf.predict(texts[:bs], batch_size=bs))
+            return inference_case("bertlite" if unpad else "bertlite-padded",
+                                  lambda part: clf.predict(part, batch_size=bs))
         return case
 
     def hf_case(batch_size: int):
         def case():
             pipe = pipeline("text-classification", model=str(hf_dir), device=device)
 
-            def run() -> int:
-                out = pipe(texts, batch_size=batch_size, truncation=True, max_length=args.seq_len)
-                results[f"hf{batch_size}"] = [o["label"] for o in out]
-                return len(texts)
-            return make_case(run, lambda: pipe(texts[:bs], batch_size=batch_size, truncation=True))
+            def predict(part: list[str]) -> list:
+                return [o["label"] for o in pipe(part, batch_size=batch_size, truncation=True,
+                                                  max_length=args.seq_len)]
+            return inference_case(f"hf{batch_size}", predict)
         return case
 
     return {"bertlite.load(ckpt).predict (padding-free layers)": bertlite_case(True),

@@ -38,6 +38,9 @@ def test_quick_benchmark_writes_every_section(tmp_path):
                 assert row["median"] > 0 and all(r > 0 for r in row["rates"]), (name, row["case"])
     for row in (r for t in report["sections"]["mlm"] + report["sections"]["clm"] for r in t["rows"]):
         assert len(row["step_rates"]) == 2 * 2, row["case"]  # --quick: each of 2 steps, in 2 repetitions
+    for row in report["sections"]["finetune"][0]["rows"]:  # fine-tuning passes, interleaved in chunks
+        assert len(row["rates"]) == 1 and len(row["step_rates"]) == 1, row["case"]  # --quick: 2 batches, 1 chunk
+    assert report["sections"]["finetune"][0]["rows"][0]["vs_dynamic"] > 0  # paired with dynamic padding
     mlm_cases = [r["case"] for t in report["sections"]["mlm"] for r in t["rows"]]
     assert any(c.startswith("transformers") for c in mlm_cases) and any("default recipe" in c for c in mlm_cases)
     assert report["sections"]["inference"][0]["rows"][0]["agreement_with_pipeline"] == 1.0  # the same weights
@@ -73,3 +76,8 @@ def test_compare_reports_every_ratio_and_its_change(tmp_path, capsys):
     assert "**over**" not in out and "6 of 6 figures within 5%" in out
     benchmark_compare.main([str(before), str(after), "--tolerance", "0.01"])
     assert capsys.readouterr().out.count("**over**") == 4  # MLM, the fit row's ratio, SST-2, against dynamic
+    paired = report(2.6, 0.96, 114.0)
+    paired["sections"]["finetune"][0]["rows"][0]["vs_dynamic"] = 1.14 * 1.05  # paired by the run: taken as it is
+    after.write_text(json.dumps(paired))
+    rows = {key: change for key, _, _, change in benchmark_compare.main([str(before), str(after)])}
+    assert rows["SST-2 fine-tuning, bert-mini: one pass / bertlite: against dynamic padding"] == pytest.approx(-0.0025)
