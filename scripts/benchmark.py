@@ -132,6 +132,14 @@ def peak_memory(make: Callable[[], Case], env: Env) -> float | None:
 
 
 # --- timing -------------------------------------------------------------------------------------------
+def paired_ratio(ours: list[float], theirs: list[float]) -> tuple[float, float, float]:
+    """The median of the paired ratios ours[i] / theirs[i] (rounds or repetitions timed together), and their
+    10th and 90th percentiles: how far one run's ratio can be trusted on a noisy machine."""
+    paired = [a / b for a, b in zip(ours, theirs)]
+    deciles = statistics.quantiles(paired, n=10) if len(paired) > 1 else paired * 9
+    return statistics.median(paired), deciles[0], deciles[-1]
+
+
 def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, memory: bool = True,
               pass_chunks: int | None = None) -> list[dict]:
     """Build every case, warm each up, then time ``reps`` interleaved repetitions. Cases that expose single
@@ -188,13 +196,10 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
         if reference and row is not reference:
             interleaved = row["case"] in stepwise and reference["case"] in stepwise
             by_round = interleaved and not pass_chunks
-            paired = [a / b for a, b in zip(row["step_rates" if by_round else "rates"],
-                                            reference["step_rates" if by_round else "rates"])]
-            row["ratio"] = statistics.median(paired) if interleaved else row["median"] / reference["median"]
-            # the middle 80% of the paired ratios (rounds, or repetitions timed one after the other): how far
-            # one run's ratio can be trusted on a noisy machine
-            deciles = statistics.quantiles(paired, n=10) if len(paired) > 1 else paired * 9
-            row["ratio_range"] = [deciles[0], deciles[-1]]
+            median, low, high = paired_ratio(row["step_rates" if by_round else "rates"],
+                                             reference["step_rates" if by_round else "rates"])
+            row["ratio"] = median if interleaved else row["median"] / reference["median"]
+            row["ratio_range"] = [low, high]
         if env.peak and row.get("tflops_per_sec"):
             row["mfu"] = row["tflops_per_sec"] * 1e12 / env.peak
     return rows
@@ -325,9 +330,7 @@ def finetune_section(env: Env, tokenizer) -> list:
                      pass_chunks=chunks)
     dynamic = next((r for r in rows if "DataCollatorWithPadding" in r["case"]), None)
     if dynamic and rows[0] is not dynamic:
-        paired = [a / b for a, b in zip(rows[0]["rates"], dynamic["rates"])]
-        rows[0]["vs_dynamic"] = statistics.median(paired)
-        low, high = (statistics.quantiles(paired, n=10)[::8] if len(paired) > 1 else paired * 2)
+        rows[0]["vs_dynamic"], low, high = paired_ratio(rows[0]["rates"], dynamic["rates"])
         rows[0]["note"] = f"{rows[0]['vs_dynamic']:.2f}× dynamic padding [{low:.2f}–{high:.2f}]"
     return [(f"SST-2 fine-tuning, {args.finetune_size}: one pass", "examples/s", rows)]
 
