@@ -63,6 +63,9 @@ class Case:
     warmup: Callable[[], object]
     flops: float = 0.0  # model FLOPs per unit (token) of run(): FLOP/s = flops * rate (0: not counted)
     step: Callable[[], tuple[int, float]] | None = None  # one timed training step: (units, seconds)
+    # a whole case timed step by step (a Trainer.fit) may take turns with the steps of the case whose name
+    # contains this string: run(between) calls between() before each timed step, and its time is left out
+    interleave: str | None = None
 
 
 class Env:
@@ -149,7 +152,9 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
     case, the cases taking turns chunk by chunk), and rows report passes, not chunks.
     The first case whose name starts with 'transformers' is the reference of the ratio column: for
     step-interleaved cases the median over rounds (or passes) of each one's ratio, else the ratio of the
-    medians. ``--cases`` keeps only the rows whose names contain one of its strings."""
+    medians. A whole case with ``interleave`` takes turns step by step with that case (``of_interleaved``: the
+    median of its steps' rates over the partner's). ``--cases`` keeps only the rows whose names contain one of
+    its strings."""
     keep = env.args.cases
     cases = {name: make() for name, make in factories.items() if not keep or any(k in name for k in keep)}
     for case in cases.values():
@@ -158,6 +163,7 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
     rates: dict[str, list[float]] = {name: [] for name in cases}  # one per repetition
     step_rates: dict[str, list[float]] = {name: [] for name in cases}  # one per step, where steps are timed
     stepwise = {name: case for name, case in cases.items() if case.step is not None}
+    paired: dict[str, list[tuple[int, float]]] = {name: [] for name in cases}  # a partner's steps, in turn
     for _ in range(reps):
         done = {name: [] for name in stepwise}
         for _ in range(pass_chunks or env.args.steps):  # rounds: one step of each case
@@ -167,9 +173,10 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
             if name in stepwise:
                 units = done[name]
             else:
+                partner = next((c for n, c in stepwise.items() if case.interleave and case.interleave in n), None)
                 env.sync()
                 start = time.perf_counter()
-                units = case.run()
+                units = case.run(lambda p=partner, n=name: paired[n].append(p.step())) if partner else case.run()
                 env.sync()
                 if not isinstance(units, list):  # a whole pass: no per-step figures
                     rates[name].append(units / (time.perf_counter() - start))
@@ -188,6 +195,9 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
                "peak_memory_mib": peak_memory(factories[name], env) if memory else None}
         if flops[name]:
             row["tflops_per_sec"] = flops[name] * row["median"] / 1e12
+        if paired[name]:  # each step against the partner's step just before it
+            median, low, high = paired_ratio(step_rates[name], [u / s for u, s in paired[name]])
+            row["of_interleaved"], row["of_interleaved_range"] = median, [low, high]
         rows.append(row)
     reference = next((r for r in rows if r["case"].startswith("transformers")), None)
     for row in rows:

@@ -9,7 +9,6 @@ from DataCollatorForLanguageModeling (labels with -100 elsewhere, logits at ever
 from __future__ import annotations
 
 import itertools
-import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -127,7 +126,8 @@ def mlm_sections(env, tokenizer, Case, run_cases) -> list:
                 dm = datamodule(tokenizer, args.seq_len, batch_size, mlm_probability=mlm_probability)
                 predicted = round(mlm_probability * batch_size * (args.seq_len - 1))
                 flops = training_flops(config, batch_size, args.seq_len, predicted=predicted) / tokens
-                return pretrain_case(env, Case, config, r, dm, flops, tuple(args.fit_overrides))
+                return pretrain_case(env, Case, config, r, dm, flops, tuple(args.fit_overrides),
+                                     interleave="default recipe")
             return make
 
         p, d = r["mlm_probability"], r["dropout"]
@@ -143,11 +143,11 @@ def mlm_sections(env, tokenizer, Case, run_cases) -> list:
         precision = "bf16 autocast" if env.bf16 else "fp32"
         title = f"MLM training step, {size}, batch {batch_size} x {args.seq_len}, vocab {vocab}, {precision}"
         rows = run_cases(env, factories, args.reps, not args.no_memory)
-        bare, fit = (next((r for r in rows if key in r["case"]), None) for key in ("default recipe", "Trainer.fit"))
-        if bare and fit:  # each Trainer.fit against the bare steps of the same repetition
-            share = statistics.median(f / b for f, b in zip(fit["rates"], bare["rates"]))
-            fit["of_bare_step"] = share
-            fit["note"] = f"{share:.1%} of the bare step"
+        fit = next((r for r in rows if "of_interleaved" in r), None)
+        if fit:  # each Trainer.fit step against the bare step taken just before it
+            fit["of_bare_step"] = fit["of_interleaved"]
+            fit["note"] = "{:.1%} of the bare step [{:.1%}–{:.1%}]".format(fit["of_bare_step"],
+                                                                          *fit["of_interleaved_range"])
         results.append((title, "tokens/s", rows))
     return results
 

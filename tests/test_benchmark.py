@@ -10,8 +10,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("BERTLITE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -41,6 +43,8 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     for row in report["sections"]["finetune"][0]["rows"]:  # fine-tuning passes, interleaved in chunks
         assert len(row["rates"]) == 1 and len(row["step_rates"]) == 1, row["case"]  # --quick: 2 batches, 1 chunk
     assert report["sections"]["finetune"][0]["rows"][0]["vs_dynamic"] > 0  # paired with dynamic padding
+    for row in (r for t in report["sections"]["mlm"] for r in t["rows"] if "Trainer.fit" in r["case"]):
+        assert row["of_bare_step"] > 0 and len(row["of_interleaved_range"]) == 2  # paired step by step
     mlm_cases = [r["case"] for t in report["sections"]["mlm"] for r in t["rows"]]
     assert any(c.startswith("transformers") for c in mlm_cases) and any("default recipe" in c for c in mlm_cases)
     assert report["sections"]["inference"][0]["rows"][0]["agreement_with_pipeline"] == 1.0  # the same weights
@@ -81,3 +85,34 @@ def test_compare_reports_every_ratio_and_its_change(tmp_path, capsys):
     after.write_text(json.dumps(paired))
     rows = {key: change for key, _, _, change in benchmark_compare.main([str(before), str(after)])}
     assert rows["SST-2 fine-tuning, bert-mini: one pass / bertlite: against dynamic padding"] == pytest.approx(-0.0025)
+
+
+def test_whole_case_takes_turns_with_its_partner_step_by_step():
+    """run_cases: a whole case (a Trainer.fit) with ``interleave`` runs the partner's step before each of its own
+    steps, and its share of the partner is the median of those pairs; the partner's row is not changed."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark
+
+    order: list[str] = []
+
+    def bare_step():
+        order.append("bare")
+        return 10, 1.0  # 10 units/s
+
+    def fit(between=None):
+        steps = []
+        for seconds in (0.5, 0.4, 0.5):  # 20, 25 and 20 units/s
+            if between:
+                between()
+            order.append("fit")
+            steps.append((10, seconds))
+        return steps
+
+    env = SimpleNamespace(args=SimpleNamespace(cases=None, steps=2), sync=lambda: None, peak=None,
+                          device=torch.device("cpu"))
+    factories = {"bertlite, default recipe": lambda: benchmark.Case(None, lambda: None, step=bare_step),
+                 "the same through Trainer.fit": lambda: benchmark.Case(fit, lambda: None, interleave="default")}
+    bare, whole = benchmark.run_cases(env, factories, reps=2, memory=False)
+    assert order == (["bare"] * 2 + ["bare", "fit"] * 3) * 2  # the bare rounds, then the fit taking turns
+    assert whole["of_interleaved"] == pytest.approx(2.0) and whole["step_rates"] == [20, 25, 20] * 2
+    assert "of_interleaved" not in bare and bare["step_rates"] == [10] * 4
