@@ -196,7 +196,8 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
         if flops[name]:
             row["tflops_per_sec"] = flops[name] * row["median"] / 1e12
         if paired[name]:  # each step against the partner's step just before it
-            median, low, high = paired_ratio(step_rates[name], [u / s for u, s in paired[name]])
+            row["interleaved_step_rates"] = [u / s for u, s in paired[name]]
+            median, low, high = paired_ratio(step_rates[name], row["interleaved_step_rates"])
             row["of_interleaved"], row["of_interleaved_range"] = median, [low, high]
         rows.append(row)
     reference = next((r for r in rows if r["case"].startswith("transformers")), None)
