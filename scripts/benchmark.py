@@ -163,6 +163,8 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
     rates: dict[str, list[float]] = {name: [] for name in cases}  # one per repetition
     step_rates: dict[str, list[float]] = {name: [] for name in cases}  # one per step, where steps are timed
     stepwise = {name: case for name, case in cases.items() if case.step is not None}
+    partners = {name: next((c for n, c in stepwise.items() if case.interleave in n), None)
+                for name, case in cases.items() if case.interleave}
     paired: dict[str, list[tuple[int, float]]] = {name: [] for name in cases}  # a partner's steps, in turn
     for _ in range(reps):
         done = {name: [] for name in stepwise}
@@ -173,7 +175,7 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
             if name in stepwise:
                 units = done[name]
             else:
-                partner = next((c for n, c in stepwise.items() if case.interleave and case.interleave in n), None)
+                partner = partners.get(name)
                 env.sync()
                 start = time.perf_counter()
                 units = case.run(lambda p=partner, n=name: paired[n].append(p.step())) if partner else case.run()
