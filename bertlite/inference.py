@@ -28,14 +28,16 @@ from tokenizers import Tokenizer
 from bertlite.checkpoints import model_state, read_checkpoint
 from bertlite.data.batching import pad_batch
 from bertlite.data.classification import encode_texts, truncating
+from bertlite.data.entities import get_entities
 from bertlite.data.tokenizer import MASK, special_ids, tokenizer_from_json
+from bertlite.data.word_windows import (SPECIAL_TOKENS, pieces_by_word, plan_windows, resolve_stride, scored_words,
+                                        window_pieces)
 from bertlite.errors import BertliteError, CheckpointError, ConfigError
 from bertlite.models.config import config_from_dict
 from bertlite.models.encoder import BertEncoder, BertForMaskedLM, BertForTokenClassification
 from bertlite.models.heads import pool
 from bertlite.models.registry import PRETRAINING_MODELS, build_classifier
 from bertlite.precision import check_compile, compile_model, resolve_compile, resolve_dtype
-from bertlite.tasks.entity_metrics import get_entities
 
 
 PAD_TO_MULTIPLE_OF = 8  # as in fine-tuning (conf/data/_classification.yaml): few distinct batch shapes
@@ -106,16 +108,21 @@ class Predictor:
 
     def encode_inputs(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list:
         """The texts' encodings, truncated to the model's length; empty texts are an error."""
-        if isinstance(texts, str):
-            raise TypeError("pass a list of texts, e.g. predict([text])")
-        if pairs is not None and len(pairs) != len(texts):
-            raise BertliteError(f"{len(texts)} texts but {len(pairs)} text pairs")
-        empty = [i for i, t in enumerate(texts) if not str(t).strip()]
-        if empty:
-            raise BertliteError(f"{len(empty)} empty text(s) to predict (positions {empty[:10]}); "
-                                "there is nothing to classify: remove them or fill them in")
+        check_texts(texts, pairs)
         return encode_texts(truncating(self.tokenizer, self.max_seq_len), [str(t) for t in texts],
                             None if pairs is None else [str(p) for p in pairs])
+
+
+def check_texts(texts: Sequence[str], pairs: Sequence[str] | None = None) -> None:
+    """A list of texts (and as many pairs), none of them empty."""
+    if isinstance(texts, str):
+        raise TypeError("pass a list of texts, e.g. predict([text])")
+    if pairs is not None and len(pairs) != len(texts):
+        raise BertliteError(f"{len(texts)} texts but {len(pairs)} text pairs")
+    empty = [i for i, t in enumerate(texts) if not str(t).strip()]
+    if empty:
+        raise BertliteError(f"{len(empty)} empty text(s) to predict (positions {empty[:10]}); "
+                            "there is nothing to classify: remove them or fill them in")
 
 
 class Classifier(Predictor):
@@ -168,7 +175,8 @@ class Classifier(Predictor):
 class TokenClassifier(Predictor):
     """Named entities (or any IOB tags) in raw texts. Words are split as the tokenizer's pre-tokenizer splits
     them (whitespace and punctuation); each word takes the tag of its first piece, and entities are read from the
-    word tags as the metric reads them (seqeval's default mode)."""
+    word tags as the metric reads them (seqeval's default mode). A text longer than the model's length is read in
+    overlapping windows of whole words, as in fine-tuning (bertlite/data/word_windows.py), so every word is tagged."""
 
     task = "token_classification"
 
@@ -177,36 +185,56 @@ class TokenClassifier(Predictor):
         return BertForTokenClassification(self.config, len(self.labels))
 
     @torch.inference_mode()
-    def predict_words(self, texts: Sequence[str], batch_size: int = 64) -> list[list[dict]]:
+    def predict_words(self, texts: Sequence[str], batch_size: int = 64, stride: int | None = None) -> list[list[dict]]:
         """Per text, its words in order: {word, start, end, tag, score} (character offsets into the text; the
-        probability of the tag). Words past the model's length are left out."""
-        encodings = self.encode_inputs(texts)
-        out: list[list[dict]] = [[] for _ in texts]
-        for idx, batch in self.batches(texts, None, batch_size, encodings):
+        probability of the tag). ``stride``: the word pieces consecutive windows of a long text share (None: a
+        quarter of the model's length)."""
+        check_texts(texts)
+        stride = resolve_stride(stride, self.max_seq_len, "stride")
+        encodings = self.tokenizer.encode_batch([str(t) for t in texts], add_special_tokens=False)
+        rows = [row for i, encoding in enumerate(encodings) for row in self.window_rows(i, encoding, stride)]
+        tagged: list[dict[int, tuple[int, float]]] = [{} for _ in texts]  # per text: word -> (tag id, probability)
+        rows.sort(key=lambda r: -len(r["input_ids"]))  # longest first: little padding
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            batch = {k: v.to(self.device) for k, v in pad_batch(chunk, self.pad_id, PAD_TO_MULTIPLE_OF).items()}
             logits = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
             scores, tags = (t.tolist() for t in logits.float().softmax(-1).max(-1))
-            for row, i in enumerate(idx):
-                text, words = str(texts[i]), out[i]
-                prev = None
-                for pos, (w, (start, end)) in enumerate(zip(encodings[i].word_ids, encodings[i].offsets)):
-                    if w is None:
-                        prev = None
-                        continue
-                    if w != prev:  # the first piece of a word: its tag and score are the word's
-                        words.append({"start": start, "end": end, "tag": self.labels[tags[row][pos]],
-                                      "score": scores[row][pos]})
-                    else:
-                        words[-1]["end"] = end
-                    prev = w
-                for word in words:
-                    word["word"] = text[word["start"]:word["end"]]
-        return out
+            for row, r in enumerate(chunk):
+                for pos, w in r["scored"]:
+                    tagged[r["text"]][w] = (tags[row][pos], scores[row][pos])
+        return [self.words_of(str(text), encoding, found) for text, encoding, found in zip(texts, encodings, tagged)]
 
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[list[dict]]:
+    def window_rows(self, text: int, encoding, stride: int) -> list[dict]:
+        """The model inputs of one text: a row per window, with the (position, word) pairs scored in it."""
+        n_words = 1 + max((w for w in encoding.word_ids if w is not None), default=-1)
+        pieces = pieces_by_word(encoding.ids, encoding.word_ids, n_words)
+        counts = [len(p) for p in pieces]
+        windows = plan_windows(counts, self.max_seq_len, stride)
+        ids = special_ids(self.tokenizer)
+        rows = []
+        for window, scored in zip(windows, scored_words(windows, counts)):
+            window_ids, words = window_pieces(window, pieces, self.max_seq_len)
+            first = {w: pos for pos, w in reversed(list(enumerate(words, 1)))}  # after [CLS]
+            rows.append({"input_ids": [ids["cls"], *window_ids, ids["sep"]],
+                         "token_type_ids": [0] * (len(window_ids) + SPECIAL_TOKENS), "text": text,
+                         "scored": [(first[w], w) for w in scored]})
+        return rows
+
+    def words_of(self, text: str, encoding, tagged: dict[int, tuple[int, float]]) -> list[dict]:
+        """The words of a text with their character offsets, in order, and the tags found for them."""
+        spans: dict[int, list[int]] = {}
+        for w, (start, end) in zip(encoding.word_ids, encoding.offsets):
+            if w is not None:
+                spans.setdefault(w, [start, end])[1] = end
+        return [{"start": start, "end": end, "word": text[start:end], "tag": self.labels[tagged[w][0]],
+                 "score": tagged[w][1]} for w, (start, end) in sorted(spans.items())]
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64, stride: int | None = None) -> list[list[dict]]:
         """Per text, its entities: {type, text, start, end, score}, with ``text[start:end]`` the entity's text and
         ``score`` the mean probability of its words' tags."""
         results = []
-        for text, words in zip(texts, self.predict_words(texts, batch_size)):
+        for text, words in zip(texts, self.predict_words(texts, batch_size, stride)):
             entities = []
             for type_, first, last in get_entities([w["tag"] for w in words]):
                 start, end = words[first]["start"], words[last]["end"]

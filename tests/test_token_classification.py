@@ -113,13 +113,16 @@ def tok_unk(tokenizer) -> int:
     return tokenizer.token_to_id("[UNK]")
 
 
-def test_long_sentences_are_truncated(cased_tokenizer, tmp_path):
-    write_conll(tmp_path / "train.txt", [[(c, "B-LOC") for c in CITIES[:8] * 6]] + ner_sentences(5, seed=2))
+def test_long_sentences_become_windows_that_label_every_word_once(cased_tokenizer, tmp_path):
+    long = [(c, "B-LOC") for c in CITIES[:8] * 6]
+    write_conll(tmp_path / "train.txt", [long] + ner_sentences(5, seed=2))
     dm = TokenClassificationDataModule(train_file=str(tmp_path / "train.txt"), validation_file=str(tmp_path /
                                        "train.txt"), max_seq_len=16)
     dm.set_tokenizer(cased_tokenizer)
     dm.setup()
-    assert max(r["length"] for r in dm.datasets["train"]) == 16
+    windows = [r for r in dm.datasets["train"] if r["sentence"] == 0]
+    assert len(windows) > 3 and max(r["length"] for r in dm.datasets["train"]) <= 16
+    assert sum(sum(r["word_starts"]) for r in windows) == len(long)  # each word labelled in one window
 
 
 # --- readers and bad input --------------------------------------------------------------------------------------

@@ -55,7 +55,9 @@ def predict(cfg: DictConfig) -> list[dict]:
         texts, pairs = read_inputs(cfg)
         if pairs:
             raise ConfigError("a token classification model tags single texts: drop text_pair / text_pair_column")
-        rows = [{"text": t, "entities": e} for t, e in zip(texts, tagger.predict(texts, cfg.batch_size))]
+        # texts longer than the model's length are read in overlapping windows (stride: the pieces they share)
+        entities = tagger.predict(texts, cfg.batch_size, cfg.get("stride"))
+        rows = [{"text": t, "entities": e} for t, e in zip(texts, entities)]
         return write_rows(rows, output)
     classifier = Classifier(checkpoint, device=cfg.device)
     texts, pairs = read_inputs(cfg)

@@ -8,12 +8,19 @@ Words are given to the tokenizer as they are (``is_pretokenized``) and each word
 the other pieces get -100, which the loss ignores (BERT's recipe, Devlin et al. 2019, section 5.3).
 ``label_all_pieces`` labels them too, with the word's tag (B-X turned into I-X). Evaluation reads the first piece of
 each word either way, so scores are always per word.
+
+A sentence longer than ``max_seq_len`` tokens becomes overlapping windows of whole words (``stride`` pieces shared;
+bertlite/data/word_windows.py), in training and evaluation alike. Each word is labelled in one window only, so
+it is trained on and scored once; evaluation puts the sentence back together before counting its entities. A word
+with no piece (the normalizer removes U+200B, soft hyphens, byte-order marks) is never seen by the model: it is
+scored as predicted O, so an entity on it counts as missed.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import datasets
@@ -22,6 +29,8 @@ from tokenizers import Tokenizer
 
 from bertlite.data.classification import SPLITS, LabelledDataModule
 from bertlite.data.sources import expand_files, load_files, load_hub, require_column
+from bertlite.data.tokenizer import special_ids
+from bertlite.data.word_windows import pieces_by_word, plan_windows, resolve_stride, scored_words, window_pieces
 from bertlite.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -124,6 +133,7 @@ class TokenClassificationDataModule(LabelledDataModule):
         max_train_samples: int | None = None,
         metric: str = "entity_f1",
         max_seq_len: int = 128,
+        stride: int | None = None,
         batch_size: int = 32,
         eval_batch_size: int = 128,
         group_by_length: bool = False,
@@ -141,6 +151,7 @@ class TokenClassificationDataModule(LabelledDataModule):
                          batch_size, eval_batch_size, group_by_length, pad_to_multiple_of, num_workers, seed)
         self.tag_column, self.tokens_column, self.tags_column = tag_column, tokens_column, tags_column
         self.label_all_pieces = label_all_pieces
+        self.stride = resolve_stride(stride, max_seq_len)
 
     def train_texts(self) -> Iterator[str]:
         """Training sentences, words joined by spaces: for fitting a tokenizer when there is no pretrained one."""
@@ -224,7 +235,11 @@ class TokenClassificationDataModule(LabelledDataModule):
     # --- tokenized splits -----------------------------------------------------------------------
     def encode_splits(self, raw: datasets.DatasetDict, names: list[str], tokenizer: Tokenizer) -> None:
         ids = {name: i for i, name in enumerate(names)}
-        inside = inside_tags(names)
+        whole = Tokenizer.from_str(tokenizer.to_str())  # windows, not truncation, keep every word
+        whole.no_truncation()
+        specials = special_ids(tokenizer)
+        windows = SentenceWindows(self.max_seq_len, self.stride, specials["cls"], specials["sep"],
+                                  self.label_all_pieces, inside_tags(names))
         for split, ds in raw.items():
             if "tags" not in ds.column_names:
                 continue  # an unlabelled test split: nothing to score
@@ -232,31 +247,109 @@ class TokenClassificationDataModule(LabelledDataModule):
             if unseen:
                 raise DataError(f"the {split} split has tags never seen in training: {unseen[:10]}; training "
                                 f"tags are {names}")
-            rows, truncated = [], 0
+            rows, stats = [], SplitStats(names)
             for start in range(0, len(ds), 1000):
                 chunk = ds[start:start + 1000]
-                encodings = tokenizer.encode_batch(chunk["tokens"], is_pretokenized=True)
-                for encoding, tags in zip(encodings, chunk["tags"]):
-                    labels, starts = align_tags(encoding.word_ids, [ids[t] for t in tags], self.label_all_pieces,
-                                                inside)
-                    truncated += sum(starts) < len(tags)
-                    rows.append({"input_ids": encoding.ids, "token_type_ids": encoding.type_ids, "labels": labels,
-                                 "word_starts": starts, "length": len(encoding.ids)})
-            if truncated:
-                log.info("%s: %d sentences cut to data.max_seq_len=%d tokens (their last words are not scored)",
-                         split, truncated, self.max_seq_len)
-            if split != "train":  # sorted by length: evaluation batches carry little padding
+                encodings = whole.encode_batch(chunk["tokens"], is_pretokenized=True, add_special_tokens=False)
+                for n, (encoding, tags) in enumerate(zip(encodings, chunk["tags"])):
+                    sentence_rows = windows.rows(start + n, encoding, [ids[t] for t in tags])
+                    stats.add(sentence_rows)
+                    rows += sentence_rows
+            if split == "train":  # a window that labels no word teaches nothing
+                rows = [r for r in rows if any(label != IGNORE for label in r["labels"])]
+            else:  # sorted by length: evaluation batches carry little padding
                 rows.sort(key=lambda r: r["length"])
+            stats.log(split, self.max_seq_len, self.stride)
             self.datasets[split] = rows
         log.info("Token classification data: %s; tags %s",
                  ", ".join(f"{s} {len(d)}" for s, d in self.datasets.items()), names)
 
     # --- loaders ----------------------------------------------------------------------------------
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """Padded ids; per token the label, the first-piece mark and the word index (-1: no word scored there);
+        per row its sentence, and the words without pieces (-1 padded) with their gold tags."""
         batch = super().collate(rows)
-        labels = torch.full(batch["input_ids"].shape, IGNORE, dtype=torch.long)
-        starts = torch.zeros(batch["input_ids"].shape, dtype=torch.long)
+        shape = batch["input_ids"].shape
+        labels = torch.full(shape, IGNORE, dtype=torch.long)
+        starts = torch.zeros(shape, dtype=torch.long)
+        word_index = torch.full(shape, -1, dtype=torch.long)
+        width = max(len(r.get("unseen_words", ())) for r in rows)
+        unseen_words = torch.full((len(rows), width), -1, dtype=torch.long)
+        unseen_tags = torch.full((len(rows), width), IGNORE, dtype=torch.long)
         for i, r in enumerate(rows):
             labels[i, :len(r["labels"])] = torch.as_tensor(r["labels"])
             starts[i, :len(r["word_starts"])] = torch.as_tensor(r["word_starts"])
-        return {**batch, "labels": labels, "word_starts": starts}
+            word_index[i, :len(r["word_index"])] = torch.as_tensor(r["word_index"])
+            empty = r.get("unseen_words", ())
+            unseen_words[i, :len(empty)] = torch.as_tensor(empty, dtype=torch.long)
+            unseen_tags[i, :len(empty)] = torch.as_tensor(r.get("unseen_tags", ()), dtype=torch.long)
+        return {**batch, "labels": labels, "word_starts": starts, "word_index": word_index,
+                "sentence": torch.as_tensor([r["sentence"] for r in rows]), "unseen_words": unseen_words,
+                "unseen_tags": unseen_tags}
+
+
+@dataclass(frozen=True)
+class SentenceWindows:
+    """How a sentence becomes rows: windows of at most ``max_seq_len`` tokens sharing ``stride`` pieces, each word
+    labelled in one window only (the labels of ``align_tags``; -100 for the words another window labels)."""
+
+    max_seq_len: int
+    stride: int
+    cls: int
+    sep: int
+    label_all_pieces: bool
+    inside: list[int]
+
+    def rows(self, sentence: int, encoding, tags: list[int]) -> list[dict]:
+        """The rows of sentence number ``sentence`` (``encoding``: its words encoded without special tokens). The
+        first row also lists the words without pieces and their gold tags, for the metric."""
+        pieces = pieces_by_word(encoding.ids, encoding.word_ids, len(tags))
+        counts = [len(p) for p in pieces]
+        windows = plan_windows(counts, self.max_seq_len, self.stride)
+        rows = [self.window_row(sentence, window, set(scored), pieces, tags)
+                for window, scored in zip(windows, scored_words(windows, counts))]
+        if not rows:  # every word lost to the normalizer: an empty window carries them to the metric
+            rows.append(self.window_row(sentence, [], set(), pieces, tags))
+        empty = [w for w, n in enumerate(counts) if n == 0]
+        rows[0]["unseen_words"], rows[0]["unseen_tags"] = empty, [tags[w] for w in empty]
+        return rows
+
+    def window_row(self, sentence: int, window: list[int], scored: set[int], pieces: list[list[int]],
+                   tags: list[int]) -> dict:
+        window_ids, words = window_pieces(window, pieces, self.max_seq_len)
+        word_ids = [None, *words, None]  # [CLS] and [SEP] are no word
+        labels, starts = align_tags(word_ids, tags, self.label_all_pieces, self.inside)
+        for i, w in enumerate(word_ids):
+            if w is not None and w not in scored:  # this word is labelled in another window
+                labels[i], starts[i] = IGNORE, 0
+        return {"input_ids": [self.cls, *window_ids, self.sep], "token_type_ids": [0] * len(word_ids),
+                "labels": labels, "word_starts": starts,
+                "word_index": [w if start else -1 for w, start in zip(word_ids, starts)], "sentence": sentence,
+                "length": len(word_ids)}
+
+
+class SplitStats:
+    """What the log says of a split: sentences cut into windows, and words the model cannot see."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.windowed = self.windows = self.empty_words = self.empty_entity_words = 0
+
+    def add(self, sentence_rows: list[dict]) -> None:
+        if len(sentence_rows) > 1:
+            self.windowed += 1
+            self.windows += len(sentence_rows)
+        empty_tags = [self.names[t] for t in sentence_rows[0]["unseen_tags"]]
+        self.empty_words += len(empty_tags)
+        self.empty_entity_words += sum(t != "O" for t in empty_tags)
+
+    def log(self, split: str, max_seq_len: int, stride: int) -> None:
+        if self.windowed:
+            log.info("%s: %d sentences longer than data.max_seq_len=%d tokens were split into %d overlapping "
+                     "windows (data.stride=%d pieces shared); every word is still labelled and scored once",
+                     split, self.windowed, max_seq_len, self.windows, stride)
+        if self.empty_words:
+            log.warning("%s: %d words (%d of them tagged as entities) have no word piece: the tokenizer's normalizer "
+                        "removes them (such as '\\u200b', soft hyphens, byte-order marks, NUL). The model never sees "
+                        "them; evaluation scores them as predicted O", split, self.empty_words,
+                        self.empty_entity_words)

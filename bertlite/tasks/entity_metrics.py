@@ -1,59 +1,26 @@
 """Entity-level precision, recall and F1 for tagged sequences, the conlleval / seqeval convention.
 
 An entity counts as correct only when its type and its exact span (first and last word) match a gold entity.
-Spans are read as seqeval's default (non-strict) mode reads them: ``B-X`` starts an entity, ``I-X`` continues an
-entity of type X, and an ``I-X`` after ``O`` or after an entity of another type starts a new entity (as conlleval
-does for IOB1 data); ``E-``/``S-`` tags (IOBES) end / form an entity. Scores are micro-averaged over all entities;
-each type also gets its own precision, recall and F1. An undefined ratio (nothing predicted, nothing to find) is 0,
-as seqeval's default ``zero_division`` gives.
+Spans are read as seqeval's default (non-strict) mode reads them (bertlite/data/entities.py). Scores are
+micro-averaged over all entities; each type also gets its own precision, recall and F1. An undefined ratio (nothing
+predicted, nothing to find) is 0, as seqeval's default ``zero_division`` gives.
 
-Plain Python, so it needs neither seqeval nor torch; ``EntityScores`` wraps the counts as a torchmetrics Metric
-(summed across devices) for the Lightning task.
+The counting is plain Python and needs no seqeval; ``EntityScores`` wraps it as a torchmetrics Metric for the
+Lightning task, gathering across devices and putting windows of long sentences back together before counting.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
+from bertlite.data.entities import entity_types, get_entities
 
-def _split(tag: str) -> tuple[str, str]:
-    """'B-PER' -> ('B', 'PER'); 'O' -> ('O', '_'), as seqeval splits a tag (prefix first)."""
-    return tag[0], tag[1:].split("-", maxsplit=1)[-1] or "_"
-
-
-def _ends(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
-    """Whether the entity that holds the previous word ends before this one."""
-    return (prev_tag in ("E", "S") or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
-            or (prev_tag not in ("O", ".") and prev_type != type_))
-
-
-def _starts(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
-    """Whether an entity starts at this word."""
-    return (tag in ("B", "S") or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
-            or (tag not in ("O", ".") and prev_type != type_))
-
-
-def get_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """The entities of one sentence's tags: (type, first word, last word), inclusive, in order."""
-    entities = []
-    prev_tag, prev_type, begin = "O", "", 0
-    for i, chunk in enumerate([*tags, "O"]):
-        tag, type_ = _split(chunk)
-        if _ends(prev_tag, tag, prev_type, type_):
-            entities.append((prev_type, begin, i - 1))
-        if _starts(prev_tag, tag, prev_type, type_):
-            begin = i
-        prev_tag, prev_type = tag, type_
-    return entities
-
-
-def entity_types(label_names: Iterable[str]) -> list[str]:
-    """The entity types a tag set names ('B-PER', 'I-PER', 'O' -> ['PER']), sorted."""
-    return sorted({_split(t)[1] for t in label_names if t != "O" and _split(t)[0] != "O"})
+__all__ = ["EntityScores", "count_entities", "entity_scores", "entity_types", "get_entities", "scores_from_counts"]
 
 
 def _ratio(a: float, b: float) -> float:
@@ -99,11 +66,22 @@ def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[st
                               [n_gold[t] for t in types])
 
 
-class EntityScores(Metric):
-    """Entity counts per type, accumulated over batches of tag ids and summed across processes.
+UNSEEN = -1  # the predicted tag id of a word the model never saw (it has no word piece): read as O
 
-    ``update(preds, target, mask)``: (B, T) predicted and gold tag ids; ``mask`` (B, T) marks the positions that
-    are words (the first piece of each), in order. ``compute()``: the dict of ``scores_from_counts``.
+
+class EntityScores(Metric):
+    """Entity counts per type over an evaluation split, gathered across processes.
+
+    ``update(preds, target, mask)``: (B, T) predicted and gold tag ids; ``mask`` (B, T) marks the positions that are
+    words (the first piece of each), in order, and each row is a whole sentence: its entities are counted at once.
+
+    ``update(preds, target, mask, sentence, word_index)``: rows may be windows of longer sentences. ``sentence``
+    (B,) names each row's sentence (its index in the split) and ``word_index`` (B, T) the word (its index in the
+    sentence) at each marked position. The tags are kept per word and the sentences are put back together in
+    ``compute()``, after the words of every process are gathered: an entity across a window cut, or across windows
+    scored on different devices, is one entity. ``add_unseen(sentence, word_index, target)`` adds gold words that
+    have no word piece, so no prediction: they are tagged O. A word given twice (a sample evaluated twice) counts
+    once. ``compute()``: the dict of ``scores_from_counts``.
     """
 
     full_state_update = False
@@ -115,8 +93,32 @@ class EntityScores(Metric):
         self._index = {t: i for i, t in enumerate(self.types)}
         for name in ("correct", "predicted", "gold"):
             self.add_state(name, default=torch.zeros(len(self.types), dtype=torch.long), dist_reduce_fx="sum")
+        for name in ("word_sentence", "word_position", "word_gold", "word_pred"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
+    def update(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+               sentence: torch.Tensor | None = None, word_index: torch.Tensor | None = None) -> None:
+        if sentence is None:
+            self._count_sentences(preds, target, mask)
+            return
+        keep = mask.bool()
+        rows = sentence.view(-1, 1).expand_as(keep)[keep]
+        self._keep_words(rows, word_index[keep], target[keep], preds[keep])
+
+    def add_unseen(self, sentence: torch.Tensor, word_index: torch.Tensor, target: torch.Tensor) -> None:
+        """Gold words the model could not tag: (B,) sentences, (B, K) word indices (-1: none) and gold tag ids."""
+        keep = word_index >= 0
+        rows = sentence.view(-1, 1).expand_as(keep)[keep]
+        self._keep_words(rows, word_index[keep], target[keep], torch.full_like(rows, UNSEEN))
+
+    def _keep_words(self, sentence: torch.Tensor, word: torch.Tensor, gold: torch.Tensor, pred: torch.Tensor) -> None:
+        # stored in the metric's float dtype (exact below 2**24 sentences), because a process that saw no batch
+        # sends torchmetrics' empty placeholder of that dtype, and all processes must gather one dtype
+        for state, values in zip((self.word_sentence, self.word_position, self.word_gold, self.word_pred),
+                                 (sentence, word, gold, pred)):
+            state.append(values.to(self.dtype))
+
+    def _count_sentences(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
         gold, predicted = [], []
         for p, t, m in zip(preds.tolist(), target.tolist(), mask.bool().tolist()):
             gold.append([self.label_names[x] for x, keep in zip(t, m) if keep])
@@ -125,6 +127,35 @@ class EntityScores(Metric):
             for t, n in counts.items():
                 state[self._index[t]] += n
 
+    def stitched_sentences(self) -> tuple[list[list[str]], list[list[str]]]:
+        """The gold and predicted tags of the sentences given word by word, in sentence order. A word missing from
+        a sentence (its window was not evaluated) is O in both."""
+        states = [self.word_sentence, self.word_position, self.word_gold, self.word_pred]
+        if any(isinstance(s, list) and not s for s in states):
+            return [], []
+        sentence, word, gold, pred = (dim_zero_cat(s).long().cpu() for s in states)
+        key = sentence * (int(word.max()) + 1 if len(word) else 1) + word
+        order = torch.argsort(key, stable=True)
+        first = torch.ones(len(key), dtype=torch.bool)
+        first[1:] = key[order][1:] != key[order][:-1]  # each (sentence, word) once
+        order = order[first]
+        sentence, word, gold, pred = sentence[order], word[order].tolist(), gold[order].tolist(), pred[order].tolist()
+        gold_tags, pred_tags, at = [], [], 0
+        for n in torch.unique_consecutive(sentence, return_counts=True)[1].tolist():
+            length = word[at + n - 1] + 1
+            g, p = ["O"] * length, ["O"] * length
+            for i in range(at, at + n):
+                g[word[i]] = self.label_names[gold[i]]
+                p[word[i]] = "O" if pred[i] == UNSEEN else self.label_names[pred[i]]
+            gold_tags.append(g)
+            pred_tags.append(p)
+            at += n
+        return gold_tags, pred_tags
+
     def compute(self) -> dict[str, torch.Tensor]:
-        scores = scores_from_counts(self.types, self.correct.tolist(), self.predicted.tolist(), self.gold.tolist())
+        correct, predicted, gold = (s.tolist() for s in (self.correct, self.predicted, self.gold))
+        for totals, counts in zip((correct, predicted, gold), count_entities(*self.stitched_sentences())):
+            for t, n in counts.items():
+                totals[self._index[t]] += n
+        scores = scores_from_counts(self.types, correct, predicted, gold)
         return {k: torch.tensor(v) for k, v in scores.items()}

@@ -32,7 +32,8 @@ def resolve_metric(metric: str, num_labels: int | None = None, **task_options) -
 class TokenClassificationTask(BertliteTask):
     """Fine-tune a BERT encoder with a per-token head: dropout and a linear layer on every hidden state, trained
     with cross-entropy on the labelled pieces (-100 elsewhere). Validation and test report entity-level precision,
-    recall and F1 (micro over all entities, and per type), read at the first piece of each word."""
+    recall and F1 (micro over all entities, and per type), read at the first piece of each word; windows of long
+    sentences are put back together first, and words without pieces count as tagged O."""
 
     task_name = "token_classification"
     resolve_metric = staticmethod(resolve_metric)  # data.metric -> the metric to monitor (bertlite-finetune)
@@ -82,9 +83,16 @@ class TokenClassificationTask(BertliteTask):
     def _evaluate(self, batch: dict, loss_metric: MeanMetric, scores: EntityScores) -> None:
         logits = self(batch)
         labels = batch["labels"]
-        loss_metric.update(self.loss(logits, labels), (labels != IGNORE).sum())
+        labelled = (labels != IGNORE).sum()
+        if labelled:  # a batch of windows that label no word (only words without pieces) has no loss
+            loss_metric.update(self.loss(logits, labels), labelled)
         words = batch["word_starts"].bool() & (labels != IGNORE)
-        scores.update(logits.argmax(-1), labels, words)
+        if "sentence" not in batch:  # rows that are whole sentences
+            scores.update(logits.argmax(-1), labels, words)
+            return
+        # windows of long sentences: kept per word and put back together when the metric is computed
+        scores.update(logits.argmax(-1), labels, words, batch["sentence"], batch["word_index"])
+        scores.add_unseen(batch["sentence"], batch["unseen_words"], batch["unseen_tags"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_scores)
