@@ -29,9 +29,17 @@ def is_model_folder(path: str | Path) -> bool:
     if not config.is_file():
         return False
     try:
-        return json.loads(config.read_text()).get("format") == FORMAT
-    except (ValueError, AttributeError):
+        values = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, OSError, RecursionError):
         return False
+    return isinstance(values, dict) and values.get("format") == FORMAT
+
+
+def _not_a_model_folder(folder: Path) -> str | None:
+    """Why ``folder`` is not a model folder that ``overwrite`` may replace (None: it is one)."""
+    if is_model_folder(folder):
+        return None
+    return f'it is not a bertlite model folder (its {CONFIG} does not say "format": "{FORMAT}")'
 
 
 def untie(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -50,8 +58,11 @@ def untie(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict
     return weights, tied
 
 
-def save_model_folder(checkpoint: dict[str, Any], out: str | Path, overwrite: bool = False) -> Path:
-    """Write a checkpoint (as ``read_checkpoint`` returns it) as a model folder, atomically."""
+def save_model_folder(checkpoint: dict[str, Any], out: str | Path, overwrite: bool = False,
+                      protect: tuple[str | Path, ...] = ()) -> Path:
+    """Write a checkpoint (as ``read_checkpoint`` returns it) as a model folder, atomically. ``overwrite``
+    replaces an existing model folder only (nothing else in it), never the current directory or a folder
+    holding one of ``protect`` (the checkpoint being converted)."""
     from safetensors.torch import save_file
 
     from bertlite.checkpoints import model_state
@@ -69,11 +80,12 @@ def save_model_folder(checkpoint: dict[str, Any], out: str | Path, overwrite: bo
         save_file(weights, str(folder / WEIGHTS), metadata={"format": "pt"})
         (folder / TOKENIZER).write_text(tokenizer)
 
-    return write_folder_atomically(out, fill, overwrite)
+    return write_folder_atomically(out, fill, overwrite, not_replaceable=_not_a_model_folder, protect=protect)
 
 
 def read_model_folder(folder: str | Path) -> dict[str, Any]:
-    """A model folder -> a checkpoint dict (``state_dict`` with the ``model.`` prefix, and a ``bertlite`` section)."""
+    """A model folder -> a checkpoint dict (``state_dict`` with the ``model.`` prefix, and a ``bertlite`` section).
+    Whatever config.json holds, a malformed one is a ``CheckpointError`` naming the file and the field."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -81,16 +93,34 @@ def read_model_folder(folder: str | Path) -> dict[str, Any]:
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder} is not a complete bertlite model folder: {name} is missing")
     try:
-        meta = json.loads((folder / CONFIG).read_text())
+        meta = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
         weights = load_file(str(folder / WEIGHTS))
-        tokenizer = (folder / TOKENIZER).read_text()
+        tokenizer = (folder / TOKENIZER).read_text(encoding="utf-8")
     except Exception as exc:
         raise CheckpointError(f"cannot read the model folder {folder} (truncated or corrupted?): "
                               f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    meta = dict(_checked_config(folder / CONFIG, meta))
     meta.pop("format")
-    tied = meta.pop("tied_weights", {})
-    for name, source in tied.items():
+    for name, source in meta.pop("tied_weights", {}).items():
         if source not in weights:
             raise CheckpointError(f"{folder / CONFIG}: tied weight {name} refers to {source}, absent from {WEIGHTS}")
+        if name in weights:
+            raise CheckpointError(f"{folder / CONFIG}: tied weight {name} is also stored in {WEIGHTS}; "
+                                  "the folder is damaged: write it again with save_pretrained or bertlite-convert")
         weights[name] = weights[source]
     return {"state_dict": {f"model.{k}": v for k, v in weights.items()}, "bertlite": {**meta, "tokenizer": tokenizer}}
+
+
+def _checked_config(path: Path, meta: Any) -> dict[str, Any]:
+    """config.json's top level: a JSON object with bertlite's ``format`` and, if any, ``tied_weights`` as a
+    {name: name} object. The fields it shares with a checkpoint are checked by ``checkpoints.check_section``."""
+    damaged = f"{path} is damaged or was not written by bertlite"
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{damaged}: it holds a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f'{damaged}: its "format" is {meta.get("format")!r}, not "{FORMAT}"'[:300])
+    tied = meta.get("tied_weights", {})
+    if not isinstance(tied, dict) or not all(isinstance(v, str) for v in tied.values()):
+        raise CheckpointError(f'{damaged}: its "tied_weights" must be an object of weight names '
+                              f'({{"name": "the name it shares"}}), found {tied!r}'[:300])
+    return meta

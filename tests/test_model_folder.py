@@ -158,3 +158,33 @@ def test_pretrain_init_from_and_finetune_pretrained_accept_a_model_folder(pretra
     assert result.returncode == 0, result.stderr[-3000:]
     tuned = bertlite.load(tmp_path / "ft" / "checkpoints" / "last.ckpt")
     assert tuned.tokenizer.to_str() == bertlite.load(folder).tokenizer.to_str()
+
+
+@pytest.mark.parametrize("tied", [["mlm_head.decoder.weight"], "bert.embeddings.token.weight", 3,
+                                  {"mlm_head.decoder.weight": 7}, {"mlm_head.decoder.weight": None}])
+def test_malformed_tied_weights_are_one_error_naming_the_file_and_field(tied, tokenizer, tmp_path):
+    ckpt = tmp_path / "mlm.ckpt"
+    save_checkpoint(_checkpoint("mlm-alibi", tokenizer), ckpt)
+    folder = bertlite.load(ckpt).save_pretrained(tmp_path / "folder")
+    values = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**values, "tied_weights": tied}))
+    with pytest.raises(CheckpointError, match=r"config\.json .*\"tied_weights\" must be an object"):
+        bertlite.load(folder)
+
+
+@pytest.mark.parametrize("config, message", [
+    ([1, 2], "holds a JSON list, not an object"),
+    ("bertlite-model-folder", "holds a JSON str, not an object"),
+    (None, "holds a JSON NoneType, not an object"),
+    ({"task": "mlm"}, "its \"format\" is None"),
+    ({"format": ["bertlite-model-folder"]}, "its \"format\" is \\['bertlite-model-folder'\\]"),
+])
+def test_read_model_folder_refuses_a_config_that_is_not_bertlites(config, message, tokenizer, tmp_path):
+    from bertlite.model_folder import read_model_folder
+
+    ckpt = tmp_path / "clf.ckpt"
+    save_checkpoint(_checkpoint("classifier", tokenizer), ckpt)
+    folder = bertlite.load(ckpt).save_pretrained(tmp_path / "folder")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        read_model_folder(folder)

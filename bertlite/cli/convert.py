@@ -4,6 +4,9 @@
     bertlite-convert to-hf runs/sst2/checkpoints/best.ckpt out=exported/ [overwrite=true]
     bertlite-convert to-folder runs/sst2/checkpoints/best.ckpt out=sst2-model/ [overwrite=true]
 
+overwrite=true replaces only an empty folder or one bertlite wrote (a model folder, an export) with nothing else
+in it; never the current directory or the folder of the checkpoint being converted.
+
 to-folder writes a bertlite model folder (config.json, model.safetensors, tokenizer.json) for any bertlite model,
 GPT and encoder-decoder included: shareable without pickle, read by bertlite.load(<folder>) and pretrained=<folder>.
 
@@ -54,6 +57,8 @@ def from_hf(folder: str, out: Path, overwrite: bool, trust: bool = False) -> Non
     from bertlite.checkpoints import save_checkpoint
     from bertlite.interop import import_hf_bert
 
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a folder; from-hf writes one checkpoint file: give out=<name>.ckpt")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; choose another path or pass overwrite=true")
     checkpoint, report = import_hf_bert(folder)
@@ -66,18 +71,22 @@ def from_hf(folder: str, out: Path, overwrite: bool, trust: bool = False) -> Non
 
 
 def to_hf(checkpoint: str, out: Path, overwrite: bool, trust: bool = False) -> None:
+    from bertlite.atomic import check_destination
     from bertlite.interop import export_hf_bert
 
+    check_destination(out, protect=[checkpoint])  # never the current directory or the checkpoint's own folder
     export_hf_bert(checkpoint, out, overwrite=overwrite, trust=trust)
     log.info("Wrote %s: load it with transformers' AutoModel*.from_pretrained(%r) and AutoTokenizer", out, str(out))
 
 
 def to_folder(checkpoint: str, out: Path, overwrite: bool, trust: bool = False) -> None:
     from bertlite.checkpoints import read_checkpoint
+    from bertlite.atomic import check_destination
     from bertlite.model_folder import save_model_folder
 
+    check_destination(out, protect=[checkpoint])  # before the checkpoint is read: a refusal comes at once
     loaded = read_checkpoint(checkpoint, trust=trust)
-    save_model_folder(loaded, out, overwrite)
+    save_model_folder(loaded, out, overwrite, protect=(checkpoint,))
     log.info("Wrote %s: a %s model folder; load it with bertlite.load(%r)", out, loaded["bertlite"]["task"], str(out))
 
 

@@ -1,12 +1,14 @@
 """Batches of labelled rows: padding to the longest row, a seeded sampler that can group rows of similar length,
-and a loader that resumes mid-epoch. Shared by the classification data modules and inference."""
+an evaluation sampler, and a loader that resumes mid-epoch. Shared by the classification data modules and
+inference."""
 
 from __future__ import annotations
 
 from typing import Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 
 def pad_batch(rows: list[dict], pad_id: int, multiple_of: int = 1) -> dict[str, torch.Tensor]:
@@ -62,6 +64,57 @@ class LengthGroupedSampler(Sampler[int]):
         batches[0], batches[longest] = batches[longest], batches[0]
         for batch in batches:
             yield from batch
+
+
+def spread_order(n: int) -> list[int]:
+    """0 .. n-1 in an order of which every prefix spreads over the whole range: both ends, then the middle, then
+    the quarter points, and so on (a van der Corput sequence on the closed interval, rounded to the n points).
+    For 8: 0, 7, 4, 2, 5, 1, 3, 6."""
+    if n <= 2:
+        return list(range(n))
+    levels = (n - 2).bit_length()  # 2**levels >= n - 1: every point of the range is reached
+    grid = 1 << levels
+    points = [0, grid] + [int(format(i, f"0{levels}b")[::-1], 2) for i in range(1, grid)]  # bit-reversed: 1/2, 1/4..
+    order = dict.fromkeys((2 * p * (n - 1) + grid) // (2 * grid) for p in points)  # p / grid * (n - 1), rounded
+    return list(order)
+
+
+class EvaluationSampler(DistributedSampler):
+    """The order validation and test rows are scored in.
+
+    - Each row once: under DDP each rank takes every ``num_replicas``-th row of the length-sorted set, a disjoint
+      share (shares differ by one row at most; the metrics are sums over rows, so uneven shares are fine). Torch's
+      ``DistributedSampler``, which Lightning puts on evaluation loaders, repeats rows to even the shares, and
+      those are scored twice. A ``DistributedSampler`` subclass, so Lightning keeps it.
+    - Little padding: a rank's rows, sorted by length, are cut into batches of ``batch_size``.
+    - Any prefix is a fair sample: the batches come in ``spread_order``, so ``trainer.limit_val_batches``
+      scores batches spread over the whole range of lengths, not the shortest rows. The last batch of a rank,
+      its only short one, comes last, so that the loader's batches are the sampler's.
+    A set with fewer rows than ranks gives the ranks left over one row each again: every rank must have a batch,
+    or the others would wait for it forever when the metrics are gathered."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, num_replicas: int | None = None,
+                 rank: int | None = None):
+        distributed = dist.is_available() and dist.is_initialized()
+        num_replicas = num_replicas if num_replicas is not None else dist.get_world_size() if distributed else 1
+        rank = rank if rank is not None else dist.get_rank() if distributed else 0
+        lengths = list(lengths)
+        super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        by_length = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        mine = by_length[rank::num_replicas] or by_length[rank % len(by_length):][:1]
+        full, rest = divmod(len(mine), batch_size)
+        batches = [mine[rest + b * batch_size:rest + (b + 1) * batch_size] for b in range(full)]
+        if rest:  # the shortest rows: the only batch that is not full
+            batches.append(mine[:rest])
+        order = spread_order(full) + ([full] if rest else [])
+        self.indices = [i for b in order for i in batches[b]]
+        self.num_samples, self.total_size = len(self.indices), len(lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class ResumableBatches(DataLoader):

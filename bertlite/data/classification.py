@@ -21,7 +21,7 @@ from datasets.fingerprint import Hasher
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from bertlite.data.batching import LengthGroupedSampler, ResumableBatches, pad_batch
+from bertlite.data.batching import EvaluationSampler, LengthGroupedSampler, ResumableBatches, pad_batch
 from bertlite.data.labels import LabelColumn, class_name, label_feature
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
 from bertlite.data.tokenizer import special_ids
@@ -157,8 +157,13 @@ class LabelledDataModule(L.LightningDataModule):
                                 num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, shuffle=False,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+        """Length-sorted batches, each row scored once under DDP, and any first batches (limit_val_batches) spread
+        over the lengths: ``EvaluationSampler``."""
+        ds = self.datasets[split]
+        lengths = [r["length"] for r in ds] if isinstance(ds, list) else list(ds["length"])
+        sampler = EvaluationSampler(lengths, self.eval_batch_size)
+        return DataLoader(ds, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=self.collate,
+                          num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")
@@ -275,9 +280,6 @@ class ClassificationDataModule(LabelledDataModule):
         skipped = len(train) - len(self.datasets["train"])
         if skipped:
             log.warning("Skipped %d training rows with empty text", skipped)
-        for split in ("validation", "test"):  # sorted by length: evaluation batches carry little padding
-            if split in self.datasets:
-                self.datasets[split] = self.datasets[split].sort("length")
         log.info("Classification data: %s; labels %s",
                  ", ".join(f"{s} {len(d)}" for s, d in self.datasets.items()), names)
 
