@@ -1,7 +1,7 @@
 """Streaming pretraining data, measured (docs/pretraining.md, "Pretraining on your own large corpus").
 
-    python scripts/benchmark_streaming.py                    # 1 GB and 100 MB corpora, all sections
-    python scripts/benchmark_streaming.py --sections loader resume --corpus-mb 200
+    python -m scripts.benchmark_streaming                    # 1 GB and 100 MB corpora, all sections
+    python -m scripts.benchmark_streaming --sections loader resume --corpus-mb 200
 
 Sections:
 - ``corpus``: builds the corpora by shuffling the Gutenberg paragraphs (${BERTLITE_DATA_DIR}/gutenberg_en) into
@@ -30,8 +30,20 @@ import threading
 import time
 from pathlib import Path
 
+import lightning as L
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+
+
+class FirstStep(L.Callback):
+    """Added to the measured ``bertlite-pretrain`` run: writes a flag file when the first training step begins."""
+
+    def __init__(self, flag: str):
+        self.flag = Path(flag)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self.flag.exists():
+            self.flag.write_text(str(trainer.global_step))
 
 
 def make_corpus(folder: Path, megabytes: float, data_dir: Path, shards: int = 16, seed: int = 0) -> Path:
@@ -146,8 +158,9 @@ def streaming_run(corpus: Path, tokenizer_file: Path, out: Path, steps: int, wor
            "data.max_seq_len=128", "data.batch_size=32", "data.max_eval_blocks=64", "data.validation_blocks=64",
            f"tokenizer.path={tokenizer_file}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
            "trainer.precision=${fast_precision:cpu}", "callbacks.progress_bar=null", f"hydra.run.dir={out}",
-           "+callbacks.probe._target_=_streaming_probe.FirstStep", f"+callbacks.probe.flag={probe}"]
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'scripts'}:{os.environ.get('PYTHONPATH', '')}",
+           "+callbacks.probe._target_=scripts.benchmark_streaming.FirstStep", f"+callbacks.probe.flag={probe}"]
+    # the child imports the callback from this checkout's scripts package, wherever this was started from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

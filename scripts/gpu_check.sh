@@ -45,8 +45,8 @@ TOKENIZER=$RUNS/pretrain/tokenizer.json
 [ -z "${DRY_RUN:-}" ] && nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 if [ -z "${DRY_RUN:-}" ]; then
   step gpu_tests 150 $PY -m pytest -q -n 0 -p no:cacheprovider tests/test_gpu.py tests/test_compile.py -k "gpu or cuda"
-  step benchmark 240 $PY scripts/benchmark.py --sections mlm clm finetune inference --mlm-sizes bert-base --compile --finetune-reps 3 \
-    --out "$OUT/benchmark.json"
+  step benchmark 240 $PY -m scripts.benchmark --sections mlm clm finetune inference --mlm-sizes bert-base --compile \
+    --finetune-reps 3 --out "$OUT/benchmark.json"
 fi
 
 step pretrain_base 150 $PY -m bertlite.pretrain trainer=gpu model=bert-base "${GUTENBERG[@]}" data.batch_size=256 \

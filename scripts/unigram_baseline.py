@@ -4,7 +4,7 @@ The baseline predicts every masked token from the training corpus's token freque
 context; its cross-entropy is measured on the run's own (fixed) validation masks. A model that learned
 anything from context ends below it.
 
-    python scripts/unigram_baseline.py outputs/pretrain_gutenberg_mini/<run>
+    python -m scripts.unigram_baseline outputs/pretrain_gutenberg_mini/<run>
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def main() -> None:
     datamodule.setup("fit")
     train_ids = torch.as_tensor(datamodule.train_dataset.with_format("numpy")["input_ids"])
     val_labels = torch.as_tensor(datamodule.val_dataset.with_format("numpy")["labels"])
-    baseline = unigram_cross_entropy(train_ids, val_labels, tokenizer.get_vocab_size(), datamodule.objective.masker.is_special)
+    baseline = unigram_cross_entropy(train_ids, val_labels, tokenizer.get_vocab_size(),
+                                     datamodule.objective.masker.is_special)
     n_targets = int((val_labels != -100).sum())
 
     rows = loss_curve(args.run_dir)
@@ -71,7 +72,8 @@ def main() -> None:
     if last_val is None:
         print("(no validation loss logged yet)")
         sys.exit(1)
-    print(f"\nfinal val/loss {last_val:.3f} nat: {baseline - last_val:.3f} nat below the unigram baseline {baseline:.3f}")
+    print(f"\nfinal val/loss {last_val:.3f} nat: {baseline - last_val:.3f} nat below the unigram baseline "
+          f"{baseline:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py --quick runs every section end to end and writes well-formed JSON.
+"""python -m scripts.benchmark --quick runs every section end to end and writes well-formed JSON.
 
 No timing assertions: timings belong in the benchmark's own output, never in tests.
 """
@@ -26,8 +26,10 @@ pytest.importorskip("transformers")
 @pytest.mark.skipif(not (DATA_DIR / "glue_sst2" / "train.tsv").is_file(), reason="SST-2 is not in the data dir")
 def test_quick_benchmark_writes_every_section(tmp_path):
     out = tmp_path / "bench.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "BERTLITE_DATA_DIR": str(DATA_DIR)}
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--out", str(out)],
+    # run outside the checkout, so that nothing it writes lands there; PYTHONPATH finds the scripts package
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BERTLITE_DATA_DIR": str(DATA_DIR), "PYTHONPATH": python_path}
+    proc = subprocess.run([sys.executable, "-m", "scripts.benchmark", "--quick", "--out", str(out)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -52,10 +54,9 @@ def test_quick_benchmark_writes_every_section(tmp_path):
 
 
 def test_compare_reports_every_ratio_and_its_change(tmp_path, capsys):
-    """scripts/benchmark_compare.py: the ratios of two runs side by side, the Trainer.fit share and the
+    """python -m scripts.benchmark.compare: the ratios of two runs side by side, the Trainer.fit share and the
     fine-tuning row against dynamic padding included, with changes over the tolerance marked."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    import benchmark_compare
+    from scripts.benchmark import compare as benchmark_compare
 
     def report(mlm_ratio: float, share: float, ours: float) -> dict:
         mlm = [{"case": "bertlite, default recipe", "ratio": mlm_ratio, "median": 2.0},
@@ -90,8 +91,7 @@ def test_compare_reports_every_ratio_and_its_change(tmp_path, capsys):
 def test_whole_case_takes_turns_with_its_partner_step_by_step():
     """run_cases: a whole case (a Trainer.fit) with ``interleave`` runs the partner's step before each of its own
     steps, and its share of the partner is the median of those pairs; the partner's row is not changed."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    import benchmark
+    from scripts.benchmark.harness import Case, run_cases
 
     order: list[str] = []
 
@@ -110,9 +110,9 @@ def test_whole_case_takes_turns_with_its_partner_step_by_step():
 
     env = SimpleNamespace(args=SimpleNamespace(cases=None, steps=2), sync=lambda: None, peak=None,
                           device=torch.device("cpu"))
-    factories = {"bertlite, default recipe": lambda: benchmark.Case(None, lambda: None, step=bare_step),
-                 "the same through Trainer.fit": lambda: benchmark.Case(fit, lambda: None, interleave="default")}
-    bare, whole = benchmark.run_cases(env, factories, reps=2, memory=False)
+    factories = {"bertlite, default recipe": lambda: Case(None, lambda: None, step=bare_step),
+                 "the same through Trainer.fit": lambda: Case(fit, lambda: None, interleave="default")}
+    bare, whole = run_cases(env, factories, reps=2, memory=False)
     assert order == (["bare"] * 2 + ["bare", "fit"] * 3) * 2  # the bare rounds, then the fit taking turns
     assert whole["of_interleaved"] == pytest.approx(2.0) and whole["step_rates"] == [20, 25, 20] * 2
     assert "of_interleaved" not in bare and bare["step_rates"] == [10] * 4

@@ -4,6 +4,7 @@ it composes a valid config (DRY_RUN=1 prints each config instead of training).""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -26,3 +27,13 @@ def test_gpu_check_script_parses_and_its_runs_compose(tmp_path):
     base = (tmp_path / "pretrain_base.log").read_text()
     assert "d_model: 768" in base and "batch_size: 256" in base and "precision: bf16-mixed" in base
     assert "FSDP" in (tmp_path / "fsdp.log").read_text() or "fsdp" in (tmp_path / "fsdp.log").read_text()
+
+
+def test_gpu_check_script_runs_modules_that_exist():
+    """Every ``$PY -m <module>`` of the script, the benchmark among them (DRY_RUN skips it), names a module that
+    Python finds from the checkout's root, where the script runs."""
+    modules = re.findall(r"\$PY -m ([\w.]+)", (REPO / "scripts" / "gpu_check.sh").read_text())
+    assert "scripts.benchmark" in modules
+    find = "import importlib.util, sys; print([m for m in sys.argv[1:] if importlib.util.find_spec(m) is None])"
+    result = subprocess.run([sys.executable, "-c", find, *modules], cwd=REPO, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -12,9 +12,6 @@ import json
 import logging
 import math
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -22,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bertlite.atomic import write_text_atomically
 from bertlite.cli.common import CONFIG_DIR, exit_on_user_error
+from bertlite.cli.runs import markdown_table, module_command, read_metrics, run_command
 from bertlite.errors import BertliteError
 
 log = logging.getLogger("bertlite.compare")
@@ -29,12 +27,12 @@ OBJECTIVE = {"bert": "mlm", "gpt": "clm", "transformer": "seq2seq"}
 
 
 def run(module: str, args: list[str]) -> float:
-    started = time.perf_counter()
+    """One bertlite command to its end, its output on the console; its wall time in seconds."""
     log.info("python -m %s %s", module, " ".join(args))
-    result = subprocess.run([sys.executable, "-m", module, *args])
-    if result.returncode != 0:
-        raise BertliteError(f"{module} failed (exit {result.returncode}) with: {' '.join(args)}")
-    return time.perf_counter() - started
+    finished = run_command(module_command(module, args))
+    if finished.returncode != 0:
+        raise BertliteError(f"{module} failed (exit {finished.returncode}) with: {' '.join(args)}")
+    return finished.seconds
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -76,7 +74,7 @@ def compare(cfg: DictConfig) -> Path:
         ft_args = [f"data={f.data}", f"pretrained={ckpt}", f"paths.data_dir={cfg.paths.data_dir}",
                    f"hydra.run.dir={ft_dir}", *f.overrides]
         run("bertlite.finetune", ft_args)
-        report = json.loads((ft_dir / "metrics.json").read_text())
+        report = read_metrics(ft_dir)
         rows = read_log(pre_dir)
         results[arch] = {
             "objective": OBJECTIVE[arch], "params": count_parameters(ckpt), "pretrain_seconds": pre_seconds,
@@ -101,13 +99,14 @@ def report_markdown(cfg: DictConfig, results: dict) -> str:
              f"overrides {list(p.overrides)}. Fine-tuning: {f.data}, overrides {list(f.overrides)}.",
              "Parameters: every weight once (tied input/output embeddings counted once), embeddings included.",
              "The validation losses are per objective (masked tokens, next tokens, reconstructed tokens) and are "
-             "not comparable across rows.", "",
-             "| model | objective | parameters | pretrain tokens/s | pretrain time | final val loss | "
-             "fine-tune dev metric | fine-tune time |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for arch, r in results.items():
-        lines.append(f"| {arch}-{cfg.size} | {r['objective']} | {r['params'] / 1e6:.2f} M | {r['tokens_per_sec']:.0f} "
-                     f"| {r['pretrain_seconds'] / 60:.1f} min | {r['val_loss'][-1][1]:.3f} | "
-                     f"{r['finetune_metric']} {r['finetune_score']:.3f} | {r['finetune_seconds'] / 60:.1f} min |")
+             "not comparable across rows.", ""]
+    header = ["model", "objective", "parameters", "pretrain tokens/s", "pretrain time", "final val loss",
+              "fine-tune dev metric", "fine-tune time"]
+    rows = [[f"{arch}-{cfg.size}", r["objective"], f"{r['params'] / 1e6:.2f} M", f"{r['tokens_per_sec']:.0f}",
+             f"{r['pretrain_seconds'] / 60:.1f} min", f"{r['val_loss'][-1][1]:.3f}",
+             f"{r['finetune_metric']} {r['finetune_score']:.3f}", f"{r['finetune_seconds'] / 60:.1f} min"]
+            for arch, r in results.items()]
+    lines += markdown_table(header, rows, "llrrrrrr")
     return "\n".join(lines) + "\n"
 
 

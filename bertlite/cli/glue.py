@@ -14,12 +14,9 @@ tasks). A failed task is recorded and the others still run; the exit status is t
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bertlite.atomic import write_text_atomically
 from bertlite.cli.common import CONFIG_DIR, exit_on_user_error, quote_free_text
+from bertlite.cli.runs import markdown_table, module_command, read_metrics, stream
 from bertlite.errors import ConfigError
 
 log = logging.getLogger("bertlite.glue")
@@ -57,20 +55,6 @@ def check_config(cfg: DictConfig) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
-def stream(cmd: list[str], log_path: Path) -> int:
-    """Run ``cmd`` with its stdout and stderr both on the console and in ``log_path``; its exit status."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the child's prints arrive as they happen, not at its exit
-    with open(log_path, "wb") as f, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                     env=env) as proc:
-        while chunk := proc.stdout.read1(65536):
-            f.write(chunk)
-            sys.stdout.write(decoder.decode(chunk))
-            sys.stdout.flush()
-    return proc.returncode
-
-
 def quoted(key: str, value) -> str:
     """key='value': a path quoted for Hydra's grammar (it may hold a comma or a space)."""
     return quote_free_text([f"{key}={value}"], (key,))[0]
@@ -87,13 +71,13 @@ def run_task(cfg: DictConfig, task: str, run_dir: Path) -> dict:
               "task_defaults": defaults, "args": args}
     log.info("GLUE task %s: python -m bertlite.cli.finetune %s", task, " ".join(args))
     started = time.perf_counter()
-    code = stream([sys.executable, "-m", "bertlite.cli.finetune", *args], task_dir / "output.log")
+    code = stream(module_command("bertlite.cli.finetune", args), task_dir / "output.log")
     record["wall_seconds"] = round(time.perf_counter() - started, 1)
     if code != 0:
         return {**record, "error": f"exit {code}"}
     if not (task_dir / "metrics.json").is_file():
         return {**record, "error": "no metrics.json"}
-    report = json.loads((task_dir / "metrics.json").read_text())
+    report = read_metrics(task_dir)
     missing = [m for m in METRICS[task] if f"val/{m}" not in report["validation"]]
     if missing:
         return {**record, "error": f"metrics.json has no {', '.join('val/' + m for m in missing)}"}
@@ -113,23 +97,30 @@ def duration(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def table_rows(report: dict) -> list[list[str]]:
+    """A row per task (its metrics and score, or why it has none) and the average's row."""
+    rows = []
+    for task, r in report["tasks"].items():
+        if r["status"] == "ok":
+            shown = ", ".join(f"{LABELS[m]} {v:.2f}" for m, v in r["metrics"].items())
+            rows.append([NAMES[task], shown, f"{r['score']:.2f}", duration(r["wall_seconds"])])
+        else:
+            note = r["status"] if r["status"] != "failed" else f"failed ({r['error']}): see `{r['log']}`"
+            rows.append([NAMES[task], note, "", duration(r.get("wall_seconds"))])
+    total = sum(r.get("wall_seconds", 0) for r in report["tasks"].values())
+    average = "" if report["average"] is None else f"**{report['average']:.2f}**"
+    finished = f"{len(report['average_over'])} of {len(report['tasks'])} tasks"
+    rows.append([f"**average** ({finished})", "", average, duration(total)])
+    return rows
+
+
 def markdown(report: dict) -> str:
     lines = ["# GLUE dev scores", "", f"Pretrained: `{report['pretrained']}`  ",
              f"Overrides for every task: `{report['overrides']}`  ",
              "Dev-set metrics x 100. A task with two metrics scores their mean; the average is over the "
-             "tasks that finished.", "", "| task | metric(s) | score | wall time |", "|---|---|---:|---:|"]
-    for task, r in report["tasks"].items():
-        if r["status"] == "ok":
-            shown = ", ".join(f"{LABELS[m]} {v:.2f}" for m, v in r["metrics"].items())
-            lines.append(f"| {NAMES[task]} | {shown} | {r['score']:.2f} | {duration(r['wall_seconds'])} |")
-        else:
-            note = r["status"] if r["status"] != "failed" else f"failed ({r['error']}): see `{r['log']}`"
-            lines.append(f"| {NAMES[task]} | {note} | | {duration(r.get('wall_seconds'))} |")
-    total = sum(r.get("wall_seconds", 0) for r in report["tasks"].values())
-    average = "" if report["average"] is None else f"**{report['average']:.2f}**"
-    finished = f"{len(report['average_over'])} of {len(report['tasks'])} tasks"
-    lines += [f"| **average** ({finished}) | | {average} | {duration(total)} |", "",
-              "Each task's own defaults (`task_defaults`, before the overrides above):", ""]
+             "tasks that finished.", "",
+             *markdown_table(["task", "metric(s)", "score", "wall time"], table_rows(report), "llrr"), "",
+             "Each task's own defaults (`task_defaults`, before the overrides above):", ""]
     lines += [f"- {NAMES[t]}: `{' '.join(r['task_defaults'])}`" for t, r in report["tasks"].items()
               if "task_defaults" in r]
     return "\n".join(lines) + "\n"

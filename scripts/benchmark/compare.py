@@ -1,6 +1,6 @@
-"""Two runs of scripts/benchmark.py side by side: every ratio of the first run, the second's, and the change.
+"""Two runs of the benchmark side by side: every ratio of the first run, the second's, and the change.
 
-    python scripts/benchmark_compare.py before.json after.json [--tolerance 0.05]
+    python -m scripts.benchmark.compare before.json after.json [--tolerance 0.05]
 
 A ratio is a row's "× reference" figure (bertlite against transformers); the Trainer.fit rows also give their
 share of the bare step, and the fine-tuning table the bertlite row against transformers' dynamic padding. Rows

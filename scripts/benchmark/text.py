@@ -1,4 +1,4 @@
-"""Text, tokenizer and the text-classification sections of scripts/benchmark.py (fine-tuning, inference).
+"""Text, tokenizer and the text-classification sections of the benchmark (fine-tuning, inference).
 
 Every library reads the same sentences through the same WordPiece tokenizer: bertlite's own ``tokenizers``
 object, and for transformers the very same object wrapped in ``PreTrainedTokenizerFast``.
@@ -12,6 +12,7 @@ import gzip
 import json
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 
 from bertlite.data.tokenizer import CLS, MASK, PAD, SEP, UNK, load_tokenizer, train_wordpiece
 from bertlite.tasks.optim import build_adamw, parameter_groups
+
+from .harness import Case
 
 WORK = Path(tempfile.mkdtemp(prefix="bertlite-benchmark-"))  # the corpus file, checkpoints, the HF export
 # fine-tuning passes are timed FINETUNE_CHUNK batches at a time, the cases taking turns (about a second each)
@@ -120,96 +123,98 @@ def finetune_datamodule(args, tokenizer):
     return dm
 
 
-def finetune_cases(env, tokenizer, make_case):
+def finetune_cases(env, tokenizer) -> dict:
     """SST-2 fine-tuning at --finetune-size (bert-mini on a CPU, bert-base on a GPU): one pass per repetition.
     bertlite: ClassificationDataModule (dynamic padding to a multiple of 8, its default batching: random order)
     + BertForSequenceClassification;
     transformers: BertForSequenceClassification with batches padded to 128 (run_glue.py's default) or padded
     dynamically by DataCollatorWithPadding, shuffled."""
-    from torch.utils.data import DataLoader
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, default_data_collator
-
-    from bertlite.models.encoder import BertForSequenceClassification
-
-    args, device = env.args, env.device
+    args = env.args
     config = env.model_config(args.finetune_size, vocab_size=tokenizer.get_vocab_size())
-    batch_size, max_len = args.finetune_batch_size, args.seq_len
-
+    # the data is read and tokenized once, outside the cases: their memory is the training's, not the reading's
     dm = finetune_datamodule(args, tokenizer)
     raw = dm.load_raw()["train"]
     texts, labels = list(raw["sentence"]), [int(v) for v in raw["label"]]  # the very sentences bertlite trains on
-    hf_tok = hf_tokenizer(tokenizer, max_len)
+    hf_tok = hf_tokenizer(tokenizer, args.seq_len)
+    padded = hf_finetune_rows(hf_tok, texts, labels, args.seq_len, pad_to_max=True)
+    dynamic = hf_finetune_rows(hf_tok, texts, labels, args.seq_len, pad_to_max=False)
+    return {"bertlite (ClassificationDataModule: dynamic padding, default batching; padding-free layers)":
+            partial(bertlite_finetune_case, env, dataclasses.replace(config, unpad=True), dm),
+            "bertlite, padded layers (model.unpad=false)":
+            partial(bertlite_finetune_case, env, dataclasses.replace(config, unpad=False), dm),
+            "transformers, padded to 128 (run_glue.py default)":
+            partial(hf_finetune_case, env, config, hf_tok, padded, pad_to_max=True),
+            "transformers, DataCollatorWithPadding (dynamic)":
+            partial(hf_finetune_case, env, config, hf_tok, dynamic, pad_to_max=False)}
 
-    def train_pass(model, optimizer, loader, loss_fn, limit=None) -> int:
+
+def train_pass(env, model, optimizer, loader, loss_fn, limit=None) -> int:
+    """One pass over ``loader`` (its first ``limit`` batches, if given): the examples it trained on."""
+    model.train()
+    examples = 0
+    for i, batch in enumerate(loader):
+        if limit is not None and i == limit:
+            break
+        batch = to_device(batch, env.device)
+        train_step(env, model, optimizer, loss_fn, batch)
+        examples += batch["labels"].size(0)
+    return examples
+
+
+def finetune_case(env, model, optimizer, loader, loss_fn) -> Case:
+    """A pass for run(), and for step() the next FINETUNE_CHUNK batches of an endless stream of passes, so
+    that run_cases can interleave the cases' passes a few batches at a time (pass_chunks)."""
+    def endless():
+        while True:
+            yield from loader
+    stream = endless()
+
+    def chunk() -> tuple[int, float]:
         model.train()
-        examples = 0
-        for i, batch in enumerate(loader):
-            if limit is not None and i == limit:
-                break
-            batch = to_device(batch, device)
+        env.sync()
+        start, examples = time.perf_counter(), 0
+        for _ in range(FINETUNE_CHUNK):
+            batch = to_device(next(stream), env.device)
             train_step(env, model, optimizer, loss_fn, batch)
             examples += batch["labels"].size(0)
-        return examples
+        env.sync()
+        return examples, time.perf_counter() - start
 
-    def training_case(model, optimizer, loader, loss_fn):
-        """A pass for run(), and for step() the next FINETUNE_CHUNK batches of an endless stream of passes, so
-        that run_cases can interleave the cases' passes a few batches at a time (pass_chunks)."""
-        def endless():
-            while True:
-                yield from loader
-        stream = endless()
+    return Case(lambda: train_pass(env, model, optimizer, loader, loss_fn),
+                lambda: train_pass(env, model, optimizer, loader, loss_fn, limit=env.args.warmup), step=chunk)
 
-        def chunk() -> tuple[int, float]:
-            model.train()
-            env.sync()
-            start, examples = time.perf_counter(), 0
-            for _ in range(FINETUNE_CHUNK):
-                batch = to_device(next(stream), device)
-                train_step(env, model, optimizer, loss_fn, batch)
-                examples += batch["labels"].size(0)
-            env.sync()
-            return examples, time.perf_counter() - start
 
-        return make_case(lambda: train_pass(model, optimizer, loader, loss_fn),
-                         lambda: train_pass(model, optimizer, loader, loss_fn, limit=args.warmup), step=chunk)
+def bertlite_finetune_case(env, config, dm) -> Case:
+    from bertlite.models.encoder import BertForSequenceClassification
 
-    # the data is read and tokenized once, outside the cases: their memory is the training's, not the reading's
-    def bertlite_case(unpad: bool):
-        def case():
-            return bertlite_pass(dataclasses.replace(config, unpad=unpad))
-        return case
+    loader = dm.train_dataloader()
+    model = BertForSequenceClassification(config, 2).to(env.device)
+    optimizer = build_adamw(parameter_groups(model, 0.01), lr=1e-4)
 
-    def bertlite_pass(config):
-        loader = dm.train_dataloader()
-        model = BertForSequenceClassification(config, 2).to(device)
-        optimizer = build_adamw(parameter_groups(model, 0.01), lr=1e-4)
+    def loss_fn(m, b):
+        return F.cross_entropy(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b["labels"])
 
-        def loss_fn(m, b):
-            return F.cross_entropy(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b["labels"])
+    return finetune_case(env, model, optimizer, loader, loss_fn)
 
-        return training_case(model, optimizer, loader, loss_fn)
 
-    def hf_case(pad_to_max: bool):
-        encoded = hf_tok(texts, truncation=True, max_length=max_len, padding="max_length" if pad_to_max else False)
-        rows = [{**{k: v[i] for k, v in encoded.items()}, "labels": labels[i]} for i in range(len(texts))]
+def hf_finetune_rows(hf_tok, texts: list[str], labels: list[int], max_len: int, pad_to_max: bool) -> list[dict]:
+    """The sentences tokenized by transformers, padded to ``max_len`` or not (the collator pads each batch)."""
+    encoded = hf_tok(texts, truncation=True, max_length=max_len, padding="max_length" if pad_to_max else False)
+    return [{**{k: v[i] for k, v in encoded.items()}, "labels": labels[i]} for i in range(len(texts))]
 
-        def case():
-            collate = default_data_collator if pad_to_max else DataCollatorWithPadding(hf_tok)
-            loader = DataLoader(rows, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                                generator=torch.Generator().manual_seed(0))
-            hf_config = hf_bert_config(config, "BertForSequenceClassification", num_labels=2)
-            model = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation="sdpa").to(device)
-            optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4, fused=True)  # HF Trainer's default
-            loss_fn = lambda m, b: m(**b).loss  # noqa: E731
-            return training_case(model, optimizer, loader, loss_fn)
-        return case
 
-    return {"bertlite (ClassificationDataModule: dynamic padding, default batching; padding-free layers)":
-            bertlite_case(True),
-            "bertlite, padded layers (model.unpad=false)": bertlite_case(False),
-            "transformers, padded to 128 (run_glue.py default)": hf_case(True),
-            "transformers, DataCollatorWithPadding (dynamic)": hf_case(False)}
+def hf_finetune_case(env, config, hf_tok, rows: list[dict], pad_to_max: bool) -> Case:
+    from torch.utils.data import DataLoader
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, default_data_collator
 
+    collate = default_data_collator if pad_to_max else DataCollatorWithPadding(hf_tok)
+    loader = DataLoader(rows, batch_size=env.args.finetune_batch_size, shuffle=True, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(0))
+    hf_config = hf_bert_config(config, "BertForSequenceClassification", num_labels=2)
+    model = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation="sdpa").to(env.device)
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4, fused=True)  # HF Trainer's default
+    loss_fn = lambda m, b: m(**b).loss  # noqa: E731
+    return finetune_case(env, model, optimizer, loader, loss_fn)
 
 # --- inference ---------------------------------------------------------------------------------------
 def classifier_checkpoint(config, tokenizer, path: Path) -> Path:
@@ -227,15 +232,13 @@ def classifier_checkpoint(config, tokenizer, path: Path) -> Path:
     return path
 
 
-def inference_cases(env, tokenizer, make_case, results: dict):
+def inference_cases(env, tokenizer, results: dict) -> dict:
     """bertlite.load(ckpt).predict against transformers' pipeline("text-classification") on the same weights
     (exported with bertlite.interop.export_hf_bert), fp32 as both load them, the same batch size; the
     pipeline's own default (batch_size=1) is shown too."""
-    import bertlite
     from bertlite.interop import export_hf_bert
-    from transformers import pipeline
 
-    args, device = env.args, env.device
+    args = env.args
     if args.classifier:
         ckpt = Path(args.classifier)
     else:
@@ -244,48 +247,53 @@ def inference_cases(env, tokenizer, make_case, results: dict):
     hf_dir = export_hf_bert(ckpt, WORK / "classifier-hf", overwrite=True)
     texts = sst2(args.data_dir, args.inference_examples)[0]
     bs = args.inference_batch_size
+    return {"bertlite.load(ckpt).predict (padding-free layers)":
+            partial(bertlite_inference_case, env, ckpt, texts, results, unpad=True),
+            "bertlite, padded layers (model.unpad=false)":
+            partial(bertlite_inference_case, env, ckpt, texts, results, unpad=False),
+            f"transformers pipeline, batch_size={bs}": partial(hf_inference_case, env, hf_dir, texts, results, bs),
+            "transformers pipeline, batch_size=1 (its default)":
+            partial(hf_inference_case, env, hf_dir, texts, results, 1)}
 
-    def inference_case(key: str, predict):
-        """run(): every text at once; step(): the next INFERENCE_CHUNK texts, so that run_cases can interleave
-        the cases chunk by chunk (pass_chunks). Either way the labels land in results[key], for the check
-        that both libraries agree."""
-        results[key] = [None] * len(texts)
-        start_at = [0]
 
-        def run() -> int:
-            results[key] = predict(texts)
-            return len(texts)
+def inference_case(env, texts: list[str], results: dict, key: str, predict) -> Case:
+    """run(): every text at once; step(): the next INFERENCE_CHUNK texts, so that run_cases can interleave
+    the cases chunk by chunk (pass_chunks). Either way the labels land in results[key], for the check
+    that both libraries agree."""
+    results[key] = [None] * len(texts)
+    start_at = [0]
 
-        def chunk() -> tuple[int, float]:
-            i = start_at[0]
-            part = texts[i:i + INFERENCE_CHUNK]
-            env.sync()
-            start = time.perf_counter()
-            results[key][i:i + len(part)] = predict(part)
-            env.sync()
-            start_at[0] = (i + len(part)) % len(texts)
-            return len(part), time.perf_counter() - start
-        return make_case(run, lambda: predict(texts[:bs]), step=chunk)
+    def run() -> int:
+        results[key] = predict(texts)
+        return len(texts)
 
-    def bertlite_case(unpad: bool):
-        def case():
-            clf = bertlite.load(ckpt, device=device)
-            clf.model.config.unpad = unpad
-            return inference_case("bertlite" if unpad else "bertlite-padded",
-                                  lambda part: clf.predict(part, batch_size=bs))
-        return case
+    def chunk() -> tuple[int, float]:
+        i = start_at[0]
+        part = texts[i:i + INFERENCE_CHUNK]
+        env.sync()
+        start = time.perf_counter()
+        results[key][i:i + len(part)] = predict(part)
+        env.sync()
+        start_at[0] = (i + len(part)) % len(texts)
+        return len(part), time.perf_counter() - start
+    return Case(run, lambda: predict(texts[:env.args.inference_batch_size]), step=chunk)
 
-    def hf_case(batch_size: int):
-        def case():
-            pipe = pipeline("text-classification", model=str(hf_dir), device=device)
 
-            def predict(part: list[str]) -> list:
-                return [o["label"] for o in pipe(part, batch_size=batch_size, truncation=True,
-                                                  max_length=args.seq_len)]
-            return inference_case(f"hf{batch_size}", predict)
-        return case
+def bertlite_inference_case(env, ckpt: Path, texts: list[str], results: dict, unpad: bool) -> Case:
+    import bertlite
 
-    return {"bertlite.load(ckpt).predict (padding-free layers)": bertlite_case(True),
-            "bertlite, padded layers (model.unpad=false)": bertlite_case(False),
-            f"transformers pipeline, batch_size={bs}": hf_case(bs),
-            "transformers pipeline, batch_size=1 (its default)": hf_case(1)}
+    clf = bertlite.load(ckpt, device=env.device)
+    clf.model.config.unpad = unpad
+    bs = env.args.inference_batch_size
+    return inference_case(env, texts, results, "bertlite" if unpad else "bertlite-padded",
+                          lambda part: clf.predict(part, batch_size=bs))
+
+
+def hf_inference_case(env, hf_dir: Path, texts: list[str], results: dict, batch_size: int) -> Case:
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(hf_dir), device=env.device)
+
+    def predict(part: list[str]) -> list:
+        return [o["label"] for o in pipe(part, batch_size=batch_size, truncation=True, max_length=env.args.seq_len)]
+    return inference_case(env, texts, results, f"hf{batch_size}", predict)

@@ -1,4 +1,4 @@
-"""The MLM step as ``bertlite-pretrain`` runs it: a row of scripts/benchmark.py beside the bare training step.
+"""The MLM step as ``bertlite-pretrain`` runs it: a row of the benchmark beside the bare training step.
 
 The config is composed from conf/pretrain.yaml as the command line composes it (callbacks, loggers, trainer
 settings, gradient clipping, the task's optimizer and schedule), with the bare step's model, recipe and precision;
@@ -21,6 +21,8 @@ import lightning as L
 from hydra import compose, initialize_config_dir
 
 from bertlite.cli.common import CONFIG_DIR, instantiate_group, register_model_presets
+
+from .harness import Case
 
 SKIP = 2  # steps of each fit left untimed
 
@@ -54,7 +56,7 @@ class _StepTimer(L.Callback):
         self._mark(trainer, last=True)
 
 
-def pretrain_case(env, make_case, config, recipe: dict, datamodule, flops_per_token: float,
+def pretrain_case(env, config, recipe: dict, datamodule, flops_per_token: float,
                   overrides: tuple[str, ...] = (), interleave: str | None = None):
     """A Case whose unit is ``steps`` MLM steps through Trainer.fit, configured as ``bertlite-pretrain``;
     ``interleave`` names the case whose steps take turns with them (run_cases)."""
@@ -79,5 +81,5 @@ def pretrain_case(env, make_case, config, recipe: dict, datamodule, flops_per_to
         trainer.fit(task, datamodule=datamodule)
         return [(datamodule.batch_size * datamodule.max_seq_len, seconds) for seconds in timer.seconds]
 
-    return make_case(lambda between=None: fit(args.steps, between), lambda: fit(args.warmup), flops_per_token,
-                     interleave=interleave)
+    return Case(lambda between=None: fit(args.steps, between), lambda: fit(args.warmup), flops_per_token,
+                interleave=interleave)
