@@ -31,6 +31,19 @@ def is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and value != value)  # None, or NaN: an empty numeric cell
 
 
+def is_scalar(value) -> bool:
+    """A class name or a number (a label of one class, or a regression target), or missing."""
+    return is_missing(value) or isinstance(value, (str, int, float, bool))
+
+
+def fits_float(value) -> bool:
+    try:
+        float(value)
+    except (OverflowError, TypeError, ValueError):  # an integer beyond float's range, or no number at all
+        return False
+    return True
+
+
 def class_name(value) -> str:
     """A class label as a name: 1.0 in a float column is class "1", as 1 in an integer column."""
     if isinstance(value, float) and value.is_integer():
@@ -93,6 +106,7 @@ class LabelColumn:
     def names(self, values: Sequence) -> list[str]:
         """The label names of the training values: their sorted classes (integers sorted numerically), or the
         column's name for regression (one output)."""
+        self.check_kinds("training", values)
         if self.problem_type == "multi_label":
             sets = [label_set(v, self.separator) for v in values]
             names = sorted(set().union(*sets))
@@ -120,10 +134,23 @@ class LabelColumn:
         numeric = all(isinstance(v, (int, float, bool)) for v in distinct)
         return [class_name(v) for v in (sorted(distinct) if numeric else sorted(distinct, key=str))]
 
+    def check_kinds(self, split: str, values: Sequence) -> None:
+        """Every label is a class name or a number (or, for multi-label data, a list of them): a JSON object, or a
+        list where one class is expected, is one error here, never a TypeError in a later step."""
+        multi = self.problem_type == "multi_label"
+        for row, value in enumerate(values):
+            if is_scalar(value) or (multi and isinstance(value, (list, tuple)) and all(map(is_scalar, value))):
+                continue
+            hint = ("; for lists of labels set data.problem_type=multi_label (or auto)"
+                    if isinstance(value, (list, tuple)) and not multi else "")
+            raise DataError(f"the {split} split's column {self.column!r} holds {repr(value)[:80]} in row {row}: a "
+                            f"label must be a class name or a number{', or a list of them' if multi else ''}{hint}")
+
     def check(self, split: str, values: Sequence, names: list[str]) -> None:
         """Every label of a split must be one training saw (a number, for regression)."""
+        self.check_kinds(split, values)
         if self.problem_type == "regression":
-            bad = [v for v in values if is_missing(v) or isinstance(v, (str, list, tuple))]
+            bad = [v for v in values if is_missing(v) or isinstance(v, str) or not fits_float(v)]
             if bad:
                 raise DataError(f"data.problem_type=regression but in the {split} split column {self.column!r} "
                                 f"holds {bad[0]!r}, not a number ({len(bad)} such labels); for class labels set "
