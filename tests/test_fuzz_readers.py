@@ -277,9 +277,6 @@ ner_json_line = st.one_of(
 ).map(json.dumps)
 
 
-@pytest.mark.xfail(strict=False, reason="TokenClassificationDataModule reads a tokens or tags value that is "
-                                        "not a list of strings (a number, null, a string, nested lists): "
-                                        "TypeError or ArrowInvalid, not a DataError")
 @settings(FUZZ_DATASETS, phases=NO_SHRINK)
 @example(content=(NER_JSONL + '{"tokens": ["a"], "tags": 5}\n').encode())
 @example(content=(NER_JSONL + '{"tokens": "ab", "tags": ["O", "O"]}\n').encode())

@@ -158,8 +158,13 @@ class TokenClassificationDataModule(LabelledDataModule):
         yield from (" ".join(words) for words in self.load_raw()["train"]["tokens"])
 
     # --- raw data and labels ------------------------------------------------------------------
+    def _split_format(self, split: str) -> str:
+        """"json" or "conll": data.format, else what the split's file names say."""
+        files = expand_files(self.files.get(split), f"{split} file")
+        return self.format or ("json" if files and all(f.lower().endswith(JSON_ENDINGS) for f in files) else "conll")
+
     def _read_split(self, split: str, files: list[str]) -> datasets.Dataset:
-        fmt = self.format or ("json" if all(f.lower().endswith(JSON_ENDINGS) for f in files) else "conll")
+        fmt = self._split_format(split)
         if fmt == "conll":
             columns: dict[str, list] = {"tokens": [], "tags": []}
             for f in files:
@@ -180,8 +185,22 @@ class TokenClassificationDataModule(LabelledDataModule):
             return datasets.Dataset.from_dict({"tokens": ds[self.tokens_column]})
         feature = ds.features[self.tags_column]
         names = getattr(getattr(feature, "feature", None), "names", None)  # Sequence(ClassLabel): named ints
-        tags = [[names[t] if names else str(t) for t in row] for row in ds[self.tags_column]]
-        return datasets.Dataset.from_dict({"tokens": ds[self.tokens_column], "tags": tags})
+        words, tags = ds[self.tokens_column], ds[self.tags_column]
+        self._check_value_kinds(split, words, tags)
+        tags = [[names[t] if names else str(t) for t in row] for row in tags]
+        return datasets.Dataset.from_dict({"tokens": words, "tags": tags})
+
+    def _check_value_kinds(self, split: str, words: list, tags: list) -> None:
+        """Each row's words are a list of strings and its tags a list of names or class numbers: a file of other
+        JSON values is one error, not a TypeError or an Arrow error further on."""
+        for i, (row_words, row_tags) in enumerate(zip(words, tags)):
+            if not isinstance(row_words, list) or not all(isinstance(w, str) for w in row_words):
+                raise DataError(f"{split} row {i}: {self.tokens_column!r} must be a list of strings (the words), "
+                                f"found {row_words!r:.80}")
+            if not isinstance(row_tags, list) or not all(
+                    isinstance(t, str) or (isinstance(t, int) and not isinstance(t, bool)) for t in row_tags):
+                raise DataError(f"{split} row {i}: {self.tags_column!r} must be a list of tags (names such as "
+                                f"B-PER, or class numbers), found {row_tags!r:.80}")
 
     def read_raw(self) -> datasets.DatasetDict:
         if self.path:
@@ -216,8 +235,8 @@ class TokenClassificationDataModule(LabelledDataModule):
                                 "exactly one tag")
             bad = next((t for t in tags or () if not TAG.match(t)), None)
             if bad is not None:
-                where = (f"column {self.tag_column} of the CoNLL file" if self.format != "json" and not self.path
-                         else f"column {self.tags_column!r}")
+                where = (f"column {self.tags_column!r}" if self.path or self._split_format(split) == "json"
+                         else f"column {self.tag_column} of the CoNLL file")
                 raise DataError(f"{split} row {i}: {bad!r} in {where} is not an entity tag (O, B-TYPE or I-TYPE). "
                                 "Point data.tag_column (CoNLL files, counted from 0, -1 the last) or "
                                 "data.tags_column (JSON Lines) at the tags")
