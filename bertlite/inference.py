@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 
 from bertlite.checkpoints import model_state, read_checkpoint
 from bertlite.data.batching import pad_batch
-from bertlite.data.classification import encode_texts, truncating
+from bertlite.data.encoding import encode_texts, truncating
 from bertlite.data.entities import get_entities
 from bertlite.data.tokenizer import MASK, special_ids, tokenizer_from_json
 from bertlite.data.word_windows import (SPECIAL_TOKENS, pieces_by_word, plan_windows, resolve_stride, scored_words,

@@ -271,7 +271,7 @@ def test_stack_kv_cache_step_by_step_matches_full():
     assert not torch.allclose(full2[:, 6:], full[:, 6:], atol=1e-3)
 
 
-# --- one stacked Q/K/V projection (issue 15) ----------------------------------------------------------------
+# --- one stacked Q/K/V projection ---------------------------------------------------------------------------
 def _separate_projections(mha: MultiHeadAttention) -> list[torch.nn.Linear]:
     """Three nn.Linear holding W^Q, W^K and W^V as the stacked matrix holds them."""
     d = mha.d_model

@@ -126,3 +126,10 @@ def test_empty_label_cell_in_a_numeric_column_is_an_error(tmp_path, tokenizer):
     path.write_text("text,label\n" + "".join(f"the value was valid,{i % 2}\n" for i in range(10)) + "the name,\n")
     with pytest.raises(DataError, match="rows without a label"):
         ClassificationDataModule(tokenizer, train_file=str(path)).find_label_names()
+
+
+def test_hub_error_names_the_fine_tuning_file_option():
+    dm = ClassificationDataModule(path="no-such-user/no-such-dataset")
+    with pytest.raises(DataError, match=r"data.train_file=<file>") as info:
+        dm.load_raw()
+    assert "train_files" not in str(info.value)

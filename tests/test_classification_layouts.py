@@ -4,7 +4,7 @@ name) x format (CSV, TSV, JSONL, Parquet) x with and without a validation file.
 
 Every combination, read with the columns named as the user would name them, trains one step and predicts
 labels of its own; left at the defaults, a column the defaults do not name is one clear ``DataError``.
-String labels in a column named ``label`` once crashed at the first batch (issue 14).
+String labels in a column named ``label`` once crashed at the first batch.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def test_predict_empty_and_very_long_texts(finetune_run, tmp_path):
 
 
 def test_readme_csv_example_with_string_labels_in_a_label_column(tmp_path):
-    """Issue 14.1: the commonest file (text,label with string labels) crashed at the first batch. The README's
+    """The commonest file (text,label with string labels) once crashed at the first batch. The README's
     command as written, with only a smaller model and fewer steps appended."""
     import random
 
@@ -173,7 +173,7 @@ def test_readme_csv_example_with_string_labels_in_a_label_column(tmp_path):
 
 
 def test_positions_past_the_pretrained_length_are_one_clear_error(pretrain_run, sentiment_csv, tmp_path):
-    """Issue 14.4: the checkpoint records how far pretraining trained its learned positions; fine-tuning past it
+    """The checkpoint records how far pretraining trained its learned positions; fine-tuning past it
     is refused rather than run on random position vectors."""
     saved = torch.load(pretrain_run / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["bertlite"]["trained_seq_len"] == 32

@@ -71,7 +71,7 @@ def test_attention_png(model_run, tmp_path):
 
 
 def test_attention_png_for_bert_goes_to_the_run_directory(pretrain_run, tmp_path):
-    """Issue 14.6: by default the picture is in the run directory, not the working directory."""
+    """By default the picture is in the run directory, not the working directory."""
     result = run_cli("bertlite.cli.attention", f"checkpoint={pretrain_run / 'checkpoints' / 'last.ckpt'}",
                      "text=The animal didn't cross the street", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -165,9 +165,6 @@ def test_random_json_labels_are_read_or_one_data_error(lines, problem_type, file
                             label_separator="," if problem_type == "multi_label" else None)
 
 
-@pytest.mark.xfail(strict=False, reason="ClassificationDataModule.train_texts yields the text column's values "
-                                        "as they are: a number or object reaches the tokenizer trainer, a "
-                                        "TypeError")
 @settings(FUZZ_DATASETS, phases=NO_SHRINK)
 @example(lines=['{"text": 5, "label": "a"}', '{"text": 6, "label": "b"}', '{"text": 7, "label": "a"}'])
 @given(lines=st.lists(json_line, min_size=1, max_size=6))

@@ -129,7 +129,7 @@ def test_unknown_schedule_raises_during_warmup():
         warmup_decay(0, 10, 110, "cosin")
 
 
-# --- the schedule across a resume (issue 14.3) and a run without an end (issue 14.6) --------------------------
+# --- the schedule across a resume and a run without an end ----------------------------------------------------
 class _LinearTask(BertliteTask):
     """A BertliteTask over a one-layer regression: the optimizer, schedule and checkpoints are the real ones."""
 

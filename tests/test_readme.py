@@ -91,9 +91,14 @@ def test_documented_commands_were_found():
 
 @pytest.mark.parametrize("command", CONVERT, ids=[case_id(c) for c in CONVERT])
 def test_documented_convert_command_parses(command):
+    """Every word of the documented command reaches the parsed arguments; from-hf writes one checkpoint file."""
     from bertlite.cli.convert import parse
 
-    parse(command[2])
+    argv = command[2]
+    args = parse(argv)
+    options = dict(option.split("=", 1) for option in argv[2:])
+    assert (args.direction, args.source, args.out) == (argv[0], argv[1], Path(options["out"]))
+    assert args.direction != "from-hf" or args.out.suffix == ".ckpt", args.out
 
 
 def test_relative_links_lead_to_files():

@@ -206,7 +206,7 @@ def _padded_hub_style(tokenizer, tmp_path):
 
 
 def test_loaded_tokenizer_neither_pads_nor_truncates(tmp_path, tokenizer, corpus):
-    """Issue 14.2: a tokenizer.json that enables padding and truncation gave 16 ids, 8 of them [PAD]."""
+    """A tokenizer.json that enables padding and truncation once gave 16 ids, 8 of them [PAD]."""
     path = _padded_hub_style(tokenizer, tmp_path)
     text = " ".join(["the"] * 15)
     pad = special_ids(tokenizer)["pad"]

@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from bertlite.data.batching import EvaluationSampler, LengthGroupedSampler, ResumableBatches, pad_batch
+from bertlite.data.encoding import encode_texts, truncating
 from bertlite.data.labels import LabelColumn, class_name, label_feature
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
 from bertlite.data.tokenizer import special_ids
@@ -30,19 +31,6 @@ from bertlite.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-
-
-def truncating(tokenizer: Tokenizer, max_seq_len: int) -> Tokenizer:
-    """A copy of the tokenizer that cuts encodings to max_seq_len (the longer of a pair first), without padding."""
-    tokenizer = Tokenizer.from_str(tokenizer.to_str())
-    tokenizer.enable_truncation(max_seq_len, strategy="longest_first")
-    tokenizer.no_padding()
-    return tokenizer
-
-
-def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list:
-    inputs = list(texts) if pairs is None else list(zip(texts, pairs))
-    return tokenizer.encode_batch(inputs)
 
 
 def encoded_features(problem_type: str | None, num_labels: int = 0) -> datasets.Features:
@@ -222,7 +210,8 @@ class ClassificationDataModule(LabelledDataModule):
         """Training text (both sentences of pairs), for fitting a tokenizer when there is no pretrained one."""
         train = self.load_raw()["train"]
         for column in filter(None, [self.text_column, self.text_pair_column]):
-            yield from (t for t in train[column] if t)
+            # as the encoder reads them: a number in a text column is its digits
+            yield from (str(t) for t in train[column] if t is not None and str(t))
 
     # --- raw data and labels ----------------------------------------------------------------
     def read_raw(self) -> datasets.DatasetDict:

@@ -1,6 +1,5 @@
-"""Faults a new user hit on the first day (issue 14): generation that ran through [SEP], sampling settings that were
-silently ignored, position vectors that inference used untrained, and a hub error that named the wrong option.
-Each test failed before its fix."""
+"""Inference (bertlite/inference.py): generation stops where training documents ended, sampling settings outside
+their range are refused, and inputs stay within the positions training reached."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import pytest
 import torch
 
 from bertlite.data.tokenizer import special_ids, train_wordpiece
-from bertlite.errors import BertliteError, ConfigError, DataError
+from bertlite.errors import BertliteError, ConfigError
 from bertlite.inference import MaskedLM, TextGenerator
 from bertlite.models import preset
 from bertlite.models.decoder import GPTForCausalLM
@@ -74,32 +73,7 @@ def test_inference_stays_within_the_positions_training_reached(tokenizer):
         mlm.fill_mask(" ".join(["the"] * 20) + " [MASK]")  # 23 tokens: rows 16..22 were never trained
     # ALiBi needs no trained rows: its limit stays the config's
     alibi = dataclasses.replace(config, position="alibi")
-    assert MaskedLM(predictor_checkpoint(BertForMaskedLM(alibi), tokenizer, "mlm", trained_seq_len=16)).max_positions == 32
+    alibi_mlm = MaskedLM(predictor_checkpoint(BertForMaskedLM(alibi), tokenizer, "mlm", trained_seq_len=16))
+    assert alibi_mlm.max_positions == 32
     # a checkpoint that does not record it (older ones, HF imports) keeps max_seq_len
     assert MaskedLM(predictor_checkpoint(BertForMaskedLM(config), tokenizer, "mlm")).max_positions == 32
-
-
-def test_hub_error_names_the_fine_tuning_file_option(monkeypatch):
-    from bertlite.data.classification import ClassificationDataModule
-
-    dm = ClassificationDataModule(path="no-such-user/no-such-dataset")
-    with pytest.raises(DataError, match=r"data.train_file=<file>") as info:
-        dm.load_raw()
-    assert "train_files" not in str(info.value)
-
-
-def test_learned_positions_default_to_the_data_length(monkeypatch):
-    from bertlite.cli import common
-
-    monkeypatch.setattr(common, "overridden", lambda key: False)
-    learned = {"position": "learned", "max_seq_len": 512}
-    common.fit_learned_positions(learned, 128)
-    assert learned["max_seq_len"] == 128  # rows 128..511 would never be trained
-    for position in ("alibi", "sinusoidal"):
-        config = {"position": position, "max_seq_len": 512}
-        common.fit_learned_positions(config, 128)
-        assert config["max_seq_len"] == 512
-    monkeypatch.setattr(common, "overridden", lambda key: key == "model.max_seq_len")
-    explicit = {"position": "learned", "max_seq_len": 512}
-    common.fit_learned_positions(explicit, 128)
-    assert explicit["max_seq_len"] == 512  # model.max_seq_len=512 on the command line is kept
