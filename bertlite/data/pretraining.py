@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from bertlite.data.objectives import OBJECTIVES
 from bertlite.data.resumable import KeyedRows, ResumableDataLoader, ResumableSampler
-from bertlite.data.streaming import StreamingBlocks, stream_loader
+from bertlite.data.streaming import StreamingBlocks, check_bad_shard_policy, stream_loader, stream_texts
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
 from bertlite.data.tokenizer import special_ids
 from bertlite.errors import ConfigError, DataError
@@ -154,9 +154,13 @@ class PretrainingDataModule(L.LightningDataModule):
         streaming: bool = False,
         shuffle_buffer: int = 10000,
         validation_blocks: int = 1000,
+        on_bad_shard: str = "skip",
     ):
         super().__init__()
         self.streaming, self.shuffle_buffer, self.validation_blocks = streaming, shuffle_buffer, validation_blocks
+        check_bad_shard_policy(on_bad_shard)
+        self.on_bad_shard = on_bad_shard
+        self.skipped_shards: set[int] = set()  # unreadable shards already reported (each is warned about once)
         self.corpus_kwargs = dict(source=source, train_files=train_files, validation_files=validation_files,
                                   format=format, path=path, name=name, text_column=text_column,
                                   validation_fraction=validation_fraction, seed=seed)
@@ -188,9 +192,10 @@ class PretrainingDataModule(L.LightningDataModule):
         return self.raw
 
     def train_texts(self):
-        """The training text, for fitting a tokenizer (streamed from the start of the corpus when streaming)."""
+        """The training text, for fitting a tokenizer (streamed from the start of the corpus when streaming, with
+        an unreadable shard skipped or an error, as data.on_bad_shard says)."""
         if self.streaming:
-            return (row[self.text_column] for row in self.training_stream() if row[self.text_column].strip())
+            return stream_texts(self.training_stream(), self.text_column, self.on_bad_shard)
         return self.corpus()["train"][self.text_column]
 
     def training_stream(self) -> datasets.IterableDataset:
@@ -203,7 +208,8 @@ class PretrainingDataModule(L.LightningDataModule):
     def stream_blocks(self, rank: int = 0, world_size: int = 1, **kwargs) -> StreamingBlocks:
         holdout = 0 if self.corpus_kwargs["validation_files"] else self.validation_blocks
         return StreamingBlocks(self.training_stream(), self.tokenizer, self.text_column, self.max_seq_len,
-                               self.shuffle_buffer, self.seed, rank, world_size, holdout=holdout, **kwargs)
+                               self.shuffle_buffer, self.seed, rank, world_size, holdout=holdout,
+                               on_bad_shard=self.on_bad_shard, skipped=self.skipped_shards, **kwargs)
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node before setup(): the tokenized and packed blocks
@@ -237,7 +243,13 @@ class PretrainingDataModule(L.LightningDataModule):
 
     def build_streaming(self) -> None:
         """Training blocks are read as they are needed (train_dataloader); validation is fixed: the validation
-        files, or the first ``validation_blocks`` blocks of the stream's first shard, which training skips."""
+        files, or the first ``validation_blocks`` blocks of the stream's first shard, which training skips.
+        Every rank checks that every rank's share of the stream holds a block to train on: a rank left without
+        one would wait for it forever, and one rank failing alone would leave the others waiting for it."""
+        trainer = self.trainer
+        replicas = trainer.world_size if trainer is not None else 1
+        for rank in range(replicas):
+            self.stream_blocks(rank, replicas).check_yields_a_block()
         self.train_dataset = self.stream_blocks()
         if self.corpus_kwargs["validation_files"]:
             files = expand_files(self.corpus_kwargs["validation_files"], "validation file")

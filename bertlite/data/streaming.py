@@ -16,6 +16,11 @@ Exact resume without replay: each reader's position is the source's ``state_dict
 current window, the tokens carried into it, and how many of the window's blocks were handed out. Resuming
 re-reads one window (bounded work, wherever the run stopped), permutes it with the same seed and skips what
 was already trained. ``StatefulDataLoader`` (torchdata) collects these positions from the workers.
+
+Broken data: a shard is read only as training goes, so a truncated ``.gz``, a file that is not UTF-8 or a bad
+JSON line fails mid-run. ``on_bad_shard="skip"`` drops the rest of that shard (warned once, with the blocks kept
+from it) and reads on; ``"error"`` stops with a ``DataError`` naming it. A stream with no block to train on is a
+``DataError`` too (``check_yields_a_block`` before training, and at the end of a pass), never an endless loop.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from bertlite.data.tokenizer import special_ids
-from bertlite.errors import ConfigError
+from bertlite.errors import BertliteError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +52,92 @@ def block_key(seed: int, *parts: int) -> int:
     return key & 0x7FFFFFFFFFFFFFFF
 
 
+BAD_SHARD_POLICIES = ("skip", "error")
+
+
+def check_bad_shard_policy(on_bad_shard: str) -> None:
+    if on_bad_shard not in BAD_SHARD_POLICIES:
+        raise ConfigError(f"data.on_bad_shard={on_bad_shard!r}; choose skip (warn and go on without the rest of "
+                          "an unreadable shard) or error (stop, after saving a checkpoint)")
+
+
+def shard_files(documents: datasets.IterableDataset) -> list[str]:
+    """The files (or URLs) of a stream in shard order, as ``datasets``' file readers hold them; [] if unknown."""
+    ex_iterable = getattr(documents, "_ex_iterable", None)
+    while ex_iterable is not None:  # the reader sits under any wrapping (shard, split by node)
+        kwargs = getattr(ex_iterable, "kwargs", None) or {}
+        for key in ("base_files", "files"):  # json, text, csv; parquet
+            files = kwargs.get(key)
+            if isinstance(files, list) and all(isinstance(f, str) for f in files):
+                return files
+        ex_iterable = getattr(ex_iterable, "ex_iterable", None)
+    return []
+
+
+def describe_files(files: list[str], most: int = 3) -> str:
+    shown = ", ".join(files[:most])
+    return shown + (f" and {len(files) - most} more" if len(files) > most else "")
+
+
+def one_line(exc: BaseException, most: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:most]}{'...' if len(text) > most else ''}"
+
+
+def read_failure(exc: Exception, name: str, read_before: str, on_bad_shard: str) -> None:
+    """A shard that failed mid-read after ``read_before`` ("12 blocks"): a ``DataError`` (on_bad_shard=error),
+    else a warning that says what is lost."""
+    if on_bad_shard == "error":
+        raise DataError(f"cannot read training shard {name} ({one_line(exc)}) after its first {read_before}; "
+                        "repair or replace the file, or set data.on_bad_shard=skip to train on without the rest "
+                        "of it")
+    log.warning("Skipping the rest of training shard %s (%s): only its first %s are used, on every pass; repair "
+                "or replace the file to use it all (data.on_bad_shard=error stops instead)", name, one_line(exc),
+                read_before)
+
+
+def stream_texts(documents: datasets.IterableDataset, text_column: str = "text", on_bad_shard: str = "skip",
+                 batch_size: int = 256) -> Iterator[str]:
+    """The non-blank texts of a stream, shard after shard (the stream's own order), with a shard that fails
+    mid-read handled as ``on_bad_shard`` says: what a tokenizer is trained on."""
+    check_bad_shard_policy(on_bad_shard)
+    n, files = documents.num_shards, shard_files(documents)
+    for j in range(n):
+        name = files[j] if len(files) == n else f"shard {j} of {n}"
+        reads, texts = documents.shard(n, j).iter(batch_size=batch_size), 0
+        while True:
+            try:
+                batch = next(reads)[text_column]
+            except StopIteration:
+                break
+            except Exception as exc:  # a truncated, mis-encoded or malformed file fails only when it is read
+                read_failure(exc, name, f"{texts} documents", on_bad_shard)
+                break
+            texts += len(batch)
+            yield from (t for t in batch if t and t.strip())
+
+
 class StreamingBlocks(IterableDataset):
     """Rows ``{"input_ids": (max_seq_len,) ids, "mask_seed": key}`` from a stream of documents.
 
     ``holdout`` blocks at the start of shard 0 form the validation set (``validation_blocks``) and are never
     trained on. ``passes=None`` streams forever (the run ends at ``trainer.max_steps``), one pass after another.
+    ``on_bad_shard``: "skip" or "error" (module docstring); ``skipped`` holds the shards already reported as
+    unreadable, shared by the readers of one run so that each is reported once.
     """
 
     def __init__(self, documents: datasets.IterableDataset, tokenizer: Tokenizer, text_column: str = "text",
                  max_seq_len: int = 128, shuffle_buffer: int = 1000, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, holdout: int = 0, passes: int | None = None, docs_per_read: int = 256):
+                 world_size: int = 1, holdout: int = 0, passes: int | None = None, docs_per_read: int = 256,
+                 on_bad_shard: str = "skip", skipped: set[int] | None = None):
+        check_bad_shard_policy(on_bad_shard)
         self.documents, self.tokenizer, self.text_column = documents, tokenizer, text_column
         self.max_seq_len, self.shuffle_buffer, self.seed = max_seq_len, max(1, shuffle_buffer), seed
         self.rank, self.world_size, self.holdout, self.passes = rank, world_size, holdout, passes
-        self.docs_per_read = docs_per_read
+        self.docs_per_read, self.on_bad_shard = docs_per_read, on_bad_shard
+        self.skipped = skipped if skipped is not None else set()
+        files = shard_files(documents)
+        self.files = files if len(files) == documents.num_shards else []
         ids = special_ids(tokenizer)
         self.cls_id, self.sep_id = ids["cls"], ids["sep"]
         n = documents.num_shards
@@ -80,6 +157,9 @@ class StreamingBlocks(IterableDataset):
     # --- which shards this reader reads ------------------------------------------------------
     def global_shard(self, j: int) -> int:
         return self.rank + j * self.world_size if self.by_shard else j
+
+    def shard_name(self, shard: int) -> str:
+        return self.files[shard] if self.files else f"shard {shard} of {self.documents.num_shards}"
 
     def keeps(self, shard: int, block: int) -> bool:
         if shard == 0 and block < self.holdout:
@@ -112,6 +192,9 @@ class StreamingBlocks(IterableDataset):
                 docs = next(reads)[self.text_column]
             except StopIteration:
                 return  # the shard's last partial block is dropped, as in the map-style path
+            except Exception as exc:  # a truncated, mis-encoded or malformed file fails only when it is read
+                self.bad_shard(self.global_shard(j), exc, block)
+                return
             here = {"source": source_state, "carry": carry, "block": block}
             stream = list(carry)
             for enc in self.tokenizer.encode_batch([d for d in docs if d and d.strip()], add_special_tokens=False):
@@ -154,27 +237,73 @@ class StreamingBlocks(IterableDataset):
             log.warning("%d shards per rank do not divide among %d DataLoader workers: worker w reads shards w, "
                         "w + %d, ... so some read more than others%s", self.source.num_shards, workers, workers,
                         " and some none" if self.source.num_shards < workers else "")
+        barren: set[int] = set()  # shards read whole that gave this reader nothing: all of them is an error
         while self.passes is None or pass_ < self.passes:
             shards = self.shard_order(pass_, worker, workers)
             if not shards:
                 return  # more workers than shards: this one has nothing to read
             for shard_pos in range(pos.get("shard_pos", 0), len(shards)):
-                j = shards[shard_pos]
-                shard_id = self.global_shard(j)
-                window_id, skip, start = pos.get("window", 0), pos.get("taken", 0), pos.get("start")
+                j, resumed, given = shards[shard_pos], bool(pos), 0
+                for row in self.shard_rows(pass_, shard_pos, j, pos):
+                    given += 1
+                    yield row
+                if given:
+                    barren.discard(j)
+                elif not resumed:  # a resumed read starts mid-shard: its emptiness says nothing
+                    barren.add(j)
                 pos = {}
-                for where, window in self.windows(j, start):
-                    order = torch.randperm(len(window), generator=torch.Generator().manual_seed(
-                        block_key(self.seed, pass_, shard_id, window_id))).tolist()
-                    for taken in range(skip, len(order)):
-                        index, ids = window[order[taken]]
-                        self._state = {"pass": pass_, "shard_pos": shard_pos, "start": where, "window": window_id,
-                                       "taken": taken + 1}
-                        if self.keeps(shard_id, index):
-                            yield {"input_ids": torch.from_numpy(ids.astype(np.int64)),
-                                   "mask_seed": block_key(self.seed, pass_, shard_id, index)}
-                    skip, window_id = 0, window_id + 1
+            if len(barren) == self.source.num_shards:  # another pass would spin forever, yielding nothing
+                raise DataError(self.no_block_message())
             pass_ += 1
+
+    def shard_rows(self, pass_: int, shard_pos: int, j: int, pos: dict) -> Iterator[dict[str, Any]]:
+        """Shard ``j``'s training rows for one pass, window by window, from ``pos`` (a resumed position) or
+        from its start; each row handed out updates the reader's position (``state_dict``)."""
+        shard_id = self.global_shard(j)
+        window_id, skip, start = pos.get("window", 0), pos.get("taken", 0), pos.get("start")
+        for where, window in self.windows(j, start):
+            order = torch.randperm(len(window), generator=torch.Generator().manual_seed(
+                block_key(self.seed, pass_, shard_id, window_id))).tolist()
+            for taken in range(skip, len(order)):
+                index, ids = window[order[taken]]
+                self._state = {"pass": pass_, "shard_pos": shard_pos, "start": where, "window": window_id,
+                               "taken": taken + 1}
+                if self.keeps(shard_id, index):
+                    yield {"input_ids": torch.from_numpy(ids.astype(np.int64)),
+                           "mask_seed": block_key(self.seed, pass_, shard_id, index)}
+            skip, window_id = 0, window_id + 1
+
+    # --- broken and empty data --------------------------------------------------------------------
+    def bad_shard(self, shard: int, exc: Exception, blocks_before: int) -> None:
+        """Shard ``shard`` failed mid-read after ``blocks_before`` blocks: stop (on_bad_shard=error) or warn
+        once and go on without the rest of it."""
+        if self.on_bad_shard == "skip" and shard in self.skipped:
+            return
+        read_failure(exc, self.shard_name(shard), f"{blocks_before} blocks", self.on_bad_shard)
+        self.skipped.add(shard)
+
+    def check_yields_a_block(self) -> None:
+        """A ``DataError`` unless this reader's shards hold a block it trains on. Reads until the first one
+        (shard 0 last, as its first blocks are held out): an empty or too-short stream, or one whose every
+        block is held out for validation, would otherwise keep the training loop waiting forever."""
+        shards = sorted(range(self.source.num_shards), key=lambda j: self.global_shard(j) == 0)
+        for j in shards:
+            if any(self.keeps(self.global_shard(j), index) for index, _, _ in self.shard_blocks(j)):
+                return
+        raise DataError(self.no_block_message())
+
+    def no_block_message(self) -> str:
+        n = self.documents.num_shards
+        files = describe_files(self.files) if self.files else f"the {n} shards of the stream"
+        reader = f" for process {self.rank} of {self.world_size}" if self.world_size > 1 else ""
+        held = (f" beyond the first {self.holdout} blocks of {self.shard_name(0)}, held out for validation "
+                "(data.validation_blocks)" if self.holdout else "")
+        skipped = f"; {len(self.skipped)} unreadable shard(s) skipped, see the warnings" if self.skipped else ""
+        fixes = "more text or a smaller data.max_seq_len" + (
+            ", a smaller data.validation_blocks or data.validation_files" if self.holdout else "") + (
+            ", more shard files or fewer processes" if self.world_size > 1 else "")
+        return (f"the training stream holds no full block of {self.max_seq_len} tokens (data.max_seq_len) to "
+                f"train on{reader}{held}: {files}{skipped}. Give {fixes}")
 
     # --- resumable position (torchdata's StatefulDataLoader calls these in each worker) -----------
     def state_dict(self) -> dict[str, Any]:
@@ -195,14 +324,28 @@ class TrainedPositionLoader(StatefulDataLoader):
     - Lightning writes rank zero's copy of the loader state into the checkpoint, but each rank reads its own
       part of the stream: the ranks' positions are gathered (every rank takes part in saving a checkpoint),
       and each rank restores its own.
+    - ``waiting_for_data`` is true while it waits for the next batch: a SIGTERM then need not wait for a step
+      boundary (``bertlite.tasks.resilience.SaveOnInterrupt``), as no step is under way.
     """
 
     dataset: StreamingBlocks
+    waiting_for_data = False
 
     def __iter__(self):
         iterator = super().__iter__()
         self._trained = before = super().state_dict()
-        for batch in iterator:
+        while True:
+            self.waiting_for_data = True
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except BertliteError as exc:
+                if (message := worker_message(exc)) is None:
+                    raise
+                raise type(exc)(message) from None  # one line, without the worker's traceback
+            finally:
+                self.waiting_for_data = False
             self._trained, before = before, super().state_dict()
             yield batch
 
@@ -223,6 +366,16 @@ class TrainedPositionLoader(StatefulDataLoader):
                 "reader's place in its shards cannot be carried over. Resume with the same devices, nodes "
                 "and data.num_workers, or start a new run from its weights with init_from=<checkpoint>")
         super().load_state_dict(state["ranks"][self.dataset.rank])
+
+
+def worker_message(exc: BaseException) -> str | None:
+    """The message of an error raised in a DataLoader worker, which torch re-raises in the main process with the
+    worker's traceback ("Caught DataError in DataLoader worker process 0. Original Traceback ... DataError:
+    <message>"); None for an error raised in this process."""
+    text = str(exc)
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return None
+    return text.rstrip().splitlines()[-1].partition(": ")[2] or text
 
 
 def stream_loader(dataset: StreamingBlocks, batch_size: int, collate_fn, num_workers: int) -> TrainedPositionLoader:

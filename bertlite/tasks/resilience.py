@@ -1,10 +1,12 @@
-"""Surviving faults: atomic checkpoint files, a checkpoint when the run is told to stop (SIGTERM, Ctrl+C),
-the random-number state in every checkpoint (exact resume), and a stop on a NaN/inf loss that keeps the
-last good checkpoint.
+"""Surviving faults: atomic checkpoint files, a checkpoint when the run is told to stop (SIGTERM, Ctrl+C) or
+its data breaks, the random-number state in every checkpoint (exact resume), and a stop on a NaN/inf loss that
+keeps the last good checkpoint.
 
 How Lightning 2.6 stops on a signal: its handler only sets ``trainer.received_sigterm``; the training loop
 raises ``SIGTERMException`` at the next step boundary (after the step, its logging and any validation) and
-calls every callback's ``on_exception``. Lightning saves nothing itself; ``SaveOnInterrupt`` does.
+calls every callback's ``on_exception``. Lightning saves nothing itself; ``SaveOnInterrupt`` does. A step
+boundary never comes while the loop waits for a batch that does not come (a stalled stream), so there
+``SaveOnInterrupt`` raises ``SIGTERMException`` itself.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from bertlite.atomic import write_atomically
-from bertlite.errors import BertliteError
+from bertlite.errors import BertliteError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +131,28 @@ class NonFiniteLossGuard(L.Callback):
             "trainer.gradient_clip_val, or use trainer.precision=32-true")
 
 
+def waiting_for_data(trainer: L.Trainer) -> bool:
+    """Whether the training loop is waiting for its next batch (a loader with ``waiting_for_data``, such as
+    the stream's ``TrainedPositionLoader``): no step is under way."""
+    loaders = trainer.train_dataloader
+    loaders = loaders.values() if isinstance(loaders, dict) else \
+        loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    return any(getattr(loader, "waiting_for_data", False) for loader in loaders)
+
+
 class SaveOnInterrupt(L.Callback):
     """SIGTERM (a scheduler's pre-emption, ``kill``) or a first Ctrl+C: finish the current step, save
     ``dirpath/filename.ckpt`` and exit; ``ckpt_path=last`` resumes from it. A second Ctrl+C stops at once,
-    without saving (a half-done step is not a state to resume from)."""
+    without saving (a half-done step is not a state to resume from).
+
+    While the loop waits for data, the signal stops it at once (single-process runs; with several processes
+    it waits for the step boundary, where they stop together). A ``DataError`` mid-training (an unreadable
+    shard with data.on_bad_shard=error) saves the checkpoint too, and its message says where."""
 
     def __init__(self, dirpath: str, filename: str = "last"):
         self.dirpath, self.filename = dirpath, filename
         self._previous_sigint: Any = None
+        self._previous_sigterm: Any = None
 
     @property
     def path(self) -> Path:
@@ -146,22 +162,38 @@ class SaveOnInterrupt(L.Callback):
         # Lightning's SIGTERM handler is in place now; Ctrl+C takes the same graceful path
         if threading.current_thread() is threading.main_thread():
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+            if callable(signal.getsignal(signal.SIGTERM)):  # Lightning's (none on Windows: keep the default)
+                self._previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: self._on_sigterm(
+                    trainer, signum, frame))
+
+    def _on_sigterm(self, trainer: L.Trainer, signum, frame) -> None:
+        self._previous_sigterm(signum, frame)  # Lightning's: sets trainer.received_sigterm
+        # the other processes of a distributed run may be mid-step, inside a collective: leaving alone would
+        # leave them waiting, so they all stop at the step boundary as before
+        if trainer.world_size == 1 and waiting_for_data(trainer):
+            rank_zero_info("SIGTERM while waiting for training data: stopping now")
+            raise SIGTERMException()
 
     def _on_sigint(self, signum, frame) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl+C raises KeyboardInterrupt
         rank_zero_info("Interrupted: stopping after this step and saving a checkpoint (Ctrl+C again: stop now)")
         os.kill(os.getpid(), signal.SIGTERM)
 
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+    def _restore_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, previous in ((signal.SIGINT, self._previous_sigint), (signal.SIGTERM, self._previous_sigterm)):
+            if previous is not None:
+                signal.signal(signum, previous)
+        self._previous_sigint = self._previous_sigterm = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        self._restore_sigint()
+        self._restore_signals()
 
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
-        self._restore_sigint()
+        self._restore_signals()
+        if isinstance(exception, DataError):
+            self.save_on_data_error(trainer, exception)
         if not isinstance(exception, SIGTERMException) or trainer.global_step == 0:
             return
         try:
@@ -171,3 +203,22 @@ class SaveOnInterrupt(L.Callback):
             return
         rank_zero_info(f"Interrupted at step {trainer.global_step}: saved {self.path}; resume with ckpt_path=last "
                        f"hydra.run.dir={Path(self.dirpath).parent}")
+
+    def save_on_data_error(self, trainer: L.Trainer, exception: DataError) -> None:
+        """Save the trained steps, and add to the error's one line where they are. Data errors come while a
+        batch is fetched, between steps, so the state is whole; one process alone cannot save for all."""
+        if trainer.global_step == 0:
+            return
+        if trainer.world_size > 1:
+            last = newest_checkpoint(trainer)
+            note = f"the newest checkpoint is {last}: resume with ckpt_path={last}" if last else \
+                "no checkpoint was saved before it"
+        else:
+            try:
+                trainer.save_checkpoint(self.path)
+            except TrainingDivergedError as exc:
+                log.error("Not saving a checkpoint on the data error: %s", exc)
+                return
+            note = (f"saved {self.path} at step {trainer.global_step}; resume with ckpt_path=last "
+                    f"hydra.run.dir={Path(self.dirpath).parent}")
+        exception.args = (f"{exception}; {note}", *exception.args[1:])
