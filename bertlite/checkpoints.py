@@ -113,12 +113,15 @@ def read_checkpoint(path: str | Path, expect_task: str | tuple[str, ...] | None 
 
 
 SECTION_FIELDS = {"task": str, "model_config": dict, "tokenizer": str}  # what every bertlite section holds
+# what some sections hold, and the loaders read as numbers or names (null: not recorded)
+OPTIONAL_FIELDS = {"trained_seq_len": int, "max_seq_len": int, "pooling": str, "metric": str, "problem_type": str,
+                   "threshold": float}
 
 
 def check_section(path, checkpoint: dict[str, Any]) -> None:
     """Every field the loaders read is present and of the right kind: a ``CheckpointError`` naming the field
     otherwise, never a KeyError deep inside."""
-    from bertlite.models.config import config_from_dict
+    from bertlite.models.config import config_from_dict, value_type_problem
 
     section = checkpoint["bertlite"]
     damaged = f"{path} is damaged or was not written by bertlite"
@@ -130,12 +133,15 @@ def check_section(path, checkpoint: dict[str, Any]) -> None:
         if not isinstance(section[field], kind):
             raise CheckpointError(f"{damaged}: bertlite.{field} is a {type(section[field]).__name__}, "
                                   f"not a {kind.__name__}")
+    for field, kind in OPTIONAL_FIELDS.items():
+        problem = section.get(field) is not None and value_type_problem(section[field], kind)
+        if problem:
+            raise CheckpointError(f"{damaged}: bertlite.{field}={section[field]!r:.80} {problem}")
     if section["task"] not in TASK_HINTS:
         raise CheckpointError(f"{damaged}: bertlite.task is {section['task']!r}; known: {', '.join(TASK_HINTS)}")
-    try:
-        config_from_dict(section["model_config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{damaged}: bertlite.model_config is malformed: {exc}") from None
+    # the values are checked against their types here, once for every reader: they are data, never config code
+    source = Path(path) / "config.json" if Path(path).is_dir() else path  # a model folder's values are in config.json
+    config_from_dict(section["model_config"], source=str(source))
     try:
         json.loads(section["tokenizer"])
     except ValueError:

@@ -175,8 +175,6 @@ def fit(trainer, task, datamodule, ckpt_path: str | None, trust: bool = False) -
     """trainer.fit, then save the final state as checkpoints/last.ckpt: Lightning's own ``last`` is written
     only at validation, and training may end between two validations. A resume opens ``ckpt_path`` with torch's
     weights-only loader unless ``trust`` (trust_checkpoint=true)."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
@@ -185,13 +183,50 @@ def fit(trainer, task, datamodule, ckpt_path: str | None, trust: bool = False) -
         # SaveOnInterrupt (conf/callbacks) has saved checkpoints/last.ckpt; 128 + SIGTERM, as the shell reports it
         log.info("Training interrupted at step %d", trainer.global_step)
         raise SystemExit(143) from None
-    last = next((cb for cb in trainer.checkpoint_callbacks
-                 if isinstance(cb, ModelCheckpoint) and cb.monitor is None and cb.dirpath), None)
-    if last is not None and trainer.global_step > 0:
-        path = Path(last.dirpath) / f"{last.filename or 'last'}{last.FILE_EXTENSION}"
+    path = last_checkpoint_path(trainer)
+    if path is not None and trainer.global_step > 0:
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             log.info("Last checkpoint: %s (step %d)", path, trainer.global_step)
+
+
+def last_checkpoint_path(trainer) -> Path | None:
+    """Where this run keeps its newest state: the unmonitored ModelCheckpoint's file (checkpoints/last.ckpt)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    last = next((cb for cb in trainer.checkpoint_callbacks
+                 if isinstance(cb, ModelCheckpoint) and cb.monitor is None and cb.dirpath), None)
+    return None if last is None else Path(last.dirpath) / f"{last.filename or 'last'}{last.FILE_EXTENSION}"
+
+
+def evaluation_checkpoint(trainer) -> str:
+    """The checkpoint a final evaluation loads: the best by the monitored metric, if it is a file in this run's
+    checkpoint directory; else the run's last checkpoint ('' when there is none: the weights in memory).
+    A resume restores the best path from the resumed checkpoint, which may name any file: the path is the
+    checkpoint's word, not this run's, so one outside the run's directory (or missing) is dropped, with a warning."""
+    monitored = monitored_checkpoint(trainer)
+    best = monitored.best_model_path if monitored is not None else ""
+    if best and monitored.dirpath and Path(monitored.dirpath).resolve() in Path(best).resolve().parents \
+            and Path(best).is_file():
+        return best
+    last = last_checkpoint_path(trainer)
+    fallback = str(last) if last is not None and last.is_file() else ""
+    if best:
+        log.warning("The best checkpoint recorded in the resumed checkpoint, %s, is not a file in this run's "
+                    "checkpoint directory (%s): evaluating %s instead", best, monitored.dirpath,
+                    fallback or "the final weights")
+    return fallback
+
+
+def build_task(task_cfg: DictConfig, **values):
+    """The LightningModule ``task_cfg._target_`` names, with the config's settings and ``values`` (which override
+    them). The values (a model config read from a checkpoint, label names read from data) reach the constructor as
+    they are, never through hydra.utils.instantiate: it would call a dict's _target_ and resolve a ${...} string."""
+    from hydra.utils import get_class
+
+    settings = OmegaConf.to_container(task_cfg, resolve=True)
+    task_class = get_class(settings.pop("_target_"))
+    return task_class(**{**settings, **values})
 
 
 def close_trackers(trainer) -> None:
@@ -246,14 +281,18 @@ def apply_global_batch_size(trainer, datamodule, global_batch_size: int | None) 
     return figures
 
 
-def best_checkpoint(trainer) -> str:
-    """The path of the best checkpoint by the monitored metric ('' when none was saved)."""
+def monitored_checkpoint(trainer):
+    """The ModelCheckpoint callback that keeps the best checkpoint by a metric, or None."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    for cb in trainer.checkpoint_callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.monitor is not None:
-            return cb.best_model_path
-    return ""
+    return next((cb for cb in trainer.checkpoint_callbacks
+                 if isinstance(cb, ModelCheckpoint) and cb.monitor is not None), None)
+
+
+def best_checkpoint(trainer) -> str:
+    """The path of the best checkpoint by the monitored metric ('' when none was saved)."""
+    monitored = monitored_checkpoint(trainer)
+    return monitored.best_model_path if monitored is not None else ""
 
 
 def quote_free_text(argv: list[str], keys: tuple[str, ...]) -> list[str]:

@@ -25,10 +25,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bertlite.atomic import write_text_atomically
-from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, check_vocabulary,
-                                 close_trackers, exit_on_user_error, fit, fit_learned_positions, instantiate_group,
-                                 is_rank_zero, prepare_tokenizer, register_model_presets, resolve_ckpt_path,
-                                 save_resolved_config)
+from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, build_task, check_vocabulary, close_trackers,
+                                 evaluation_checkpoint, exit_on_user_error, fit, fit_learned_positions,
+                                 instantiate_group, is_rank_zero, prepare_tokenizer, register_model_presets,
+                                 resolve_ckpt_path, save_resolved_config)
 from bertlite.errors import ConfigError
 from bertlite.memory import retain_freed_memory
 
@@ -41,8 +41,6 @@ def finetune(cfg: DictConfig) -> dict:
     from hydra.utils import get_class, instantiate
 
     from bertlite.checkpoints import read_checkpoint
-    from bertlite.data.tokenizer import special_ids
-    from bertlite.models.config import config_from_dict
 
     started = time.perf_counter()
     retain_freed_memory()  # no page faults for every step's large tensors (bertlite/memory.py)
@@ -51,23 +49,99 @@ def finetune(cfg: DictConfig) -> dict:
 
     datamodule = instantiate(cfg.data)
     task_class = get_class(cfg.task._target_)  # ClassificationTask, TokenClassificationTask
-    data_task = getattr(datamodule, "task_name", "classification")
-    if data_task != task_class.task_name:
-        raise ConfigError(f"data={HydraConfig.get().runtime.choices.get('data')} is {data_task} data but "
-                          f"task={HydraConfig.get().runtime.choices.get('task')} is {task_class.task_name}: "
-                          f"add task={data_task} (or choose a {task_class.task_name} data set)")
-    # a pretraining checkpoint (MLM, CLM, seq2seq, encoder), or hf:<folder>: an HF BERT with any head (its encoder
-    # is used; a classifier head in it is not)
-    pretraining_tasks = None if str(cfg.pretrained).startswith("hf:") else ("mlm", "clm", "seq2seq", "encoder")
+    check_data_fits_task(datamodule, task_class)
     trust = cfg.trust_checkpoint
-    pretrained = read_checkpoint(cfg.pretrained, pretraining_tasks, trust) if cfg.pretrained else None
+    pretrained = read_pretrained(cfg.pretrained, trust) if cfg.pretrained else None
     datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
                                                checkpoint=pretrained))
     tokenizer = datamodule.tokenizer
+    if pretrained is not None and cfg.tokenizer.path:
+        check_vocabulary(tokenizer, pretrained, cfg.pretrained)
+    model_config, trained_seq_len = finetune_model_config(cfg, pretrained, tokenizer)
+
+    label_names = datamodule.find_label_names()
+    task_options = datamodule.task_options()  # the problem type of classification data
+    # callbacks monitor val/<metric>
+    cfg.data.metric = task_class.resolve_metric(cfg.data.metric, len(label_names), **task_options)
+    if is_rank_zero():
+        save_resolved_config(cfg, output_dir)
+    task = build_task(cfg.task, model=model_config, num_labels=len(label_names), label_names=label_names,
+                      metric=cfg.data.metric, max_seq_len=cfg.data.max_seq_len, **task_options,
+                      **weighting(cfg, datamodule, label_names))
     if pretrained is not None:
+        task.load_encoder(pretrained["state_dict"])
+    task.tokenizer_json = tokenizer.to_str()
+    task.trained_seq_len = trained_seq_len
+    log.info("Fine-tuning %s on %s (metric %s), %s", model_config["arch"], describe_target(label_names, task_options),
+             cfg.data.metric, f"from {cfg.pretrained}" if pretrained is not None else "from random initialisation")
+
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
+                                     logger=instantiate_group(cfg.get("logger")) or False)
+    apply_global_batch_size(trainer, datamodule, cfg.get("global_batch_size"))
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    if ckpt_path:  # refused, damaged or mismatched files fail here, in one line, before Lightning opens them
+        task.check_resume(read_checkpoint(ckpt_path, expect_task=task_class.task_name, trust=trust), ckpt_path)
+    fit(trainer, task, datamodule, ckpt_path, trust)
+    train_seconds = time.perf_counter() - started
+
+    best, results = final_evaluation(trainer, task, datamodule, trust)
+    report = {"metric": cfg.data.metric, "labels": label_names, "best_checkpoint": best,
+              "pretrained": cfg.pretrained, "train_seconds": round(train_seconds, 1),
+              "train_examples": len(datamodule.datasets["train"]),
+              **{split: {k: float(v) for k, v in m.items()} for split, m in results.items()}}
+    if trainer.is_global_zero:
+        write_text_atomically(output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+        log.info("Validation %s: %s", cfg.data.metric, report["validation"].get(f"val/{cfg.data.metric}"))
+        log.info("Wrote %s", output_dir / "metrics.json")
+    close_trackers(trainer)
+    return report
+
+
+def read_pretrained(source: str, trust: bool) -> dict:
+    """pretrained=: a pretraining checkpoint (MLM, CLM, seq2seq, encoder) or model folder, or hf:<folder>, an HF BERT
+    with any head (its encoder is used; a classifier head in it is not)."""
+    from bertlite.checkpoints import read_checkpoint
+
+    tasks = None if str(source).startswith("hf:") else ("mlm", "clm", "seq2seq", "encoder")
+    return read_checkpoint(source, tasks, trust)
+
+
+def describe_target(label_names: list[str], task_options: dict) -> str:
+    if task_options.get("problem_type") == "regression":
+        return f"a regression of {label_names[0]!r}"
+    return f"{len(label_names)} labels {label_names}"
+
+
+def final_evaluation(trainer, task, datamodule, trust: bool) -> tuple[str, dict]:
+    """Validation and test scores of the best checkpoint (a file of this run's, opened weights-only unless
+    trust_checkpoint=true): (its path, {split: metrics})."""
+    best = evaluation_checkpoint(trainer)
+    evaluate = dict(datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=not trust)
+    results = {"validation": trainer.validate(task, **evaluate)[0]}
+    if datamodule.test_dataloader():
+        results["test"] = trainer.test(task, **evaluate)[0]
+    return best, results
+
+
+def check_data_fits_task(datamodule, task_class) -> None:
+    """Classification data for a classification task, NER data for token classification."""
+    from hydra.core.hydra_config import HydraConfig
+
+    data_task = getattr(datamodule, "task_name", "classification")
+    if data_task != task_class.task_name:
+        choices = HydraConfig.get().runtime.choices
+        raise ConfigError(f"data={choices.get('data')} is {data_task} data but task={choices.get('task')} is "
+                          f"{task_class.task_name}: add task={data_task} (or choose a {task_class.task_name} data set)")
+
+
+def finetune_model_config(cfg: DictConfig, pretrained: dict | None, tokenizer) -> tuple[dict, int | None]:
+    """The model config (the pretrained checkpoint's, or model= for random initialisation, with this run's
+    dropout), as plain checked data, and the longest input its position vectors were trained on."""
+    from bertlite.data.tokenizer import special_ids
+    from bertlite.models.config import config_from_dict
+
+    if pretrained is not None:  # read_checkpoint has checked the file's values
         model_config = dict(pretrained["bertlite"]["model_config"])
-        if cfg.tokenizer.path:
-            check_vocabulary(tokenizer, pretrained, cfg.pretrained)
     else:
         model_config = OmegaConf.to_container(cfg.model, resolve=True)
         model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
@@ -82,57 +156,21 @@ def finetune(cfg: DictConfig) -> dict:
         raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} goes past the {trained_seq_len} positions "
                           f"{cfg.pretrained} was pretrained on: its learned position vectors beyond them are "
                           f"untrained. Set data.max_seq_len={trained_seq_len} (longer texts are truncated)")
+    return model_config, trained_seq_len
 
-    label_names = datamodule.find_label_names()
-    task_options = datamodule.task_options()  # the problem type of classification data
-    # callbacks monitor val/<metric>
-    cfg.data.metric = task_class.resolve_metric(cfg.data.metric, len(label_names), **task_options)
-    if is_rank_zero():
-        save_resolved_config(cfg, output_dir)
-    extra = dict(task_options)
-    if cfg.task.get("class_weights") is not None:
-        from bertlite.tasks.classification import class_weights
 
-        setting = cfg.task.class_weights
-        extra["class_weights"] = class_weights(setting if isinstance(setting, str) else list(setting),
-                                               datamodule.label_counts(), label_names)
-        log.info("Class weights (task.class_weights=%s): %s", cfg.task.class_weights,
-                 {n: round(w, 4) for n, w in zip(label_names, extra["class_weights"])})
-    task = instantiate(cfg.task, model=model_config, num_labels=len(label_names), label_names=label_names,
-                       metric=cfg.data.metric, max_seq_len=cfg.data.max_seq_len, _convert_="all", **extra)
-    if pretrained is not None:
-        task.load_encoder(pretrained["state_dict"])
-    task.tokenizer_json = tokenizer.to_str()
-    task.trained_seq_len = trained_seq_len
-    target = (f"a regression of {label_names[0]!r}" if task_options.get("problem_type") == "regression"
-              else f"{len(label_names)} labels {label_names}")
-    log.info("Fine-tuning %s on %s (metric %s), %s", model_config["arch"], target, cfg.data.metric,
-             f"from {cfg.pretrained}" if pretrained is not None else "from random initialisation")
+def weighting(cfg: DictConfig, datamodule, label_names: list[str]) -> dict:
+    """task.class_weights as the task's class_weights argument (none when the setting is null)."""
+    if cfg.task.get("class_weights") is None:
+        return {}
+    from bertlite.tasks.classification import class_weights
 
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
-                                     logger=instantiate_group(cfg.get("logger")) or False)
-    apply_global_batch_size(trainer, datamodule, cfg.get("global_batch_size"))
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
-    if ckpt_path:  # refused or damaged files fail here, in one line, before Lightning opens them
-        read_checkpoint(ckpt_path, expect_task=task_class.task_name, trust=trust)
-    fit(trainer, task, datamodule, ckpt_path, trust)
-    train_seconds = time.perf_counter() - started
-
-    best = best_checkpoint(trainer)
-    ckpt = best or None
-    results = {"validation": trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]}
-    if datamodule.test_dataloader():
-        results["test"] = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
-    report = {"metric": cfg.data.metric, "labels": label_names, "best_checkpoint": best,
-              "pretrained": cfg.pretrained, "train_seconds": round(train_seconds, 1),
-              "train_examples": len(datamodule.datasets["train"]),
-              **{split: {k: float(v) for k, v in m.items()} for split, m in results.items()}}
-    if trainer.is_global_zero:
-        write_text_atomically(output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
-        log.info("Validation %s: %s", cfg.data.metric, report["validation"].get(f"val/{cfg.data.metric}"))
-        log.info("Wrote %s", output_dir / "metrics.json")
-    close_trackers(trainer)
-    return report
+    setting = cfg.task.class_weights
+    weights = class_weights(setting if isinstance(setting, str) else list(setting), datamodule.label_counts(),
+                            label_names)
+    log.info("Class weights (task.class_weights=%s): %s", setting,
+             {n: round(w, 4) for n, w in zip(label_names, weights)})
+    return {"class_weights": weights}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="finetune")

@@ -18,10 +18,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, check_vocabulary,
-                                 close_trackers, exit_on_user_error, fit, fit_learned_positions, instantiate_group,
-                                 is_rank_zero, prepare_tokenizer, register_model_presets, resolve_ckpt_path,
-                                 save_resolved_config)
+from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, build_task,
+                                 check_vocabulary, close_trackers, exit_on_user_error, fit, fit_learned_positions,
+                                 instantiate_group, is_rank_zero, prepare_tokenizer, register_model_presets,
+                                 resolve_ckpt_path, save_resolved_config)
 from bertlite.errors import ConfigError
 from bertlite.memory import retain_freed_memory
 
@@ -36,8 +36,6 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import get_class, instantiate
 
     from bertlite.checkpoints import read_checkpoint
-    from bertlite.data.tokenizer import special_ids
-    from bertlite.models.config import config_from_dict
 
     retain_freed_memory()  # no page faults for every step's large tensors (bertlite/memory.py)
     L.seed_everything(cfg.seed, workers=True)
@@ -70,23 +68,10 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
         check_vocabulary(datamodule.tokenizer, checkpoint, source)
     tokenizer = datamodule.tokenizer
 
-    if init_from:  # the architecture is the checkpoint's; model= overrides are not used
-        model_config = dict(checkpoint["bertlite"]["model_config"])
-        log.info("Starting from the weights of %s (model= is ignored: the architecture is the checkpoint's)",
-                 init_from)
-        if cfg.data.max_seq_len > model_config["max_seq_len"]:  # a second phase at longer blocks
-            log.info("Positions: model.max_seq_len %d -> %d (data.max_seq_len)%s", model_config["max_seq_len"],
-                     cfg.data.max_seq_len, ", new learned rows start as copies of the trained ones"
-                     if model_config.get("position") == "learned" else "")
-            model_config["max_seq_len"] = cfg.data.max_seq_len
-    else:
-        model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
-        model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
-        fit_learned_positions(model_config, cfg.data.max_seq_len)
-    if cfg.data.max_seq_len > model_config["max_seq_len"]:
-        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds model.max_seq_len="
-                          f"{model_config['max_seq_len']}; lower the first or raise the second")
-    task = instantiate(cfg.task, model=model_config, _convert_="all")
+    model_config = pretrain_model_config(cfg, checkpoint if init_from else None, tokenizer)
+    task = build_task(cfg.task, model=model_config)  # the model config as data: Hydra never sees it
+    if ckpt_path:  # a resume trains the checkpoint's model: a changed config is one error line, before Lightning
+        task.check_resume(checkpoint, ckpt_path)
     task.tokenizer_json = tokenizer.to_str()
     # the longest input the position vectors have been trained on (a continued run's, if it reached further)
     previous = checkpoint["bertlite"].get("trained_seq_len") if init_from else None
@@ -107,6 +92,31 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     log.info("Run directory: %s", output_dir)
     close_trackers(trainer)
     return metrics
+
+
+def pretrain_model_config(cfg: DictConfig, init_from: dict | None, tokenizer) -> dict:
+    """The model config as plain checked data: the ``init_from`` checkpoint's (its positions extended to a longer
+    data.max_seq_len), or model= with the tokenizer's vocabulary."""
+    from bertlite.data.tokenizer import special_ids
+    from bertlite.models.config import config_from_dict
+
+    if init_from is not None:  # the architecture is the checkpoint's (read_checkpoint checked its values)
+        model_config = dict(init_from["bertlite"]["model_config"])
+        log.info("Starting from the weights of %s (model= is ignored: the architecture is the checkpoint's)",
+                 cfg.init_from)
+        if cfg.data.max_seq_len > model_config["max_seq_len"]:  # a second phase at longer blocks
+            log.info("Positions: model.max_seq_len %d -> %d (data.max_seq_len)%s", model_config["max_seq_len"],
+                     cfg.data.max_seq_len, ", new learned rows start as copies of the trained ones"
+                     if model_config.get("position") == "learned" else "")
+            model_config["max_seq_len"] = cfg.data.max_seq_len
+    else:
+        model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+        model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
+        fit_learned_positions(model_config, cfg.data.max_seq_len)
+    if cfg.data.max_seq_len > model_config["max_seq_len"]:
+        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds model.max_seq_len="
+                          f"{model_config['max_seq_len']}; lower the first or raise the second")
+    return model_config
 
 
 def extend_positions(weights: dict, target: dict) -> dict:

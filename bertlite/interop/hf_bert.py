@@ -80,40 +80,47 @@ def normalise_hf_names(state: dict) -> dict:
     return out
 
 
+# BertConfig field -> (the HF config.json key it comes from, its value when the key is absent; None: required)
+HF_FIELDS = {
+    "vocab_size": ("vocab_size", None),
+    "d_model": ("hidden_size", None),
+    "n_layers": ("num_hidden_layers", None),
+    "n_heads": ("num_attention_heads", None),
+    "d_ff": ("intermediate_size", None),
+    "max_seq_len": ("max_position_embeddings", 512),
+    "dropout": ("hidden_dropout_prob", 0.1),
+    "attention_dropout": ("attention_probs_dropout_prob", 0.1),
+    "layer_norm_eps": ("layer_norm_eps", 1e-12),
+    "init_std": ("initializer_range", 0.02),
+    "type_vocab_size": ("type_vocab_size", 2),
+}
+HF_NAMES = {ours: theirs for ours, (theirs, _) in HF_FIELDS.items()} | {"pad_token_id": "pad_token_id",
+                                                                        "activation": "hidden_act"}
+
+
 def config_from_hf(hf: dict) -> dict:
-    """An HF BERT ``config.json`` -> bertlite BertConfig fields; options bertlite lacks are refused by name."""
+    """An HF BERT ``config.json`` -> bertlite BertConfig fields; options bertlite lacks are refused by name.
+    The values are copied as they are: config_from_dict(..., names=HF_NAMES) checks their types."""
     model_type = hf.get("model_type")
     if model_type != "bert":
-        raise ConfigError(f"config.json describes a {model_type!r} model (architectures "
-                          f"{hf.get('architectures')}); bertlite imports BERT models only (model_type 'bert')")
+        raise ConfigError(f"config.json describes a {model_type!r:.80} model (architectures "
+                          f"{hf.get('architectures')!r:.200}); bertlite imports BERT models only (model_type 'bert')")
     act = hf.get("hidden_act", "gelu")
-    if act not in ACTIVATIONS:
-        raise ConfigError(f"hidden_act={act!r} has no bertlite equivalent; supported: {', '.join(ACTIVATIONS)}")
+    if not isinstance(act, str) or act not in ACTIVATIONS:
+        raise ConfigError(f"hidden_act={act!r:.80} has no bertlite equivalent; supported: {', '.join(ACTIVATIONS)}")
     position = hf.get("position_embedding_type", "absolute")
     if position != "absolute":
-        raise ConfigError(f"position_embedding_type={position!r} is not supported; bertlite imports "
+        raise ConfigError(f"position_embedding_type={position!r:.80} is not supported; bertlite imports "
                           "absolute (learned) position embeddings only")
     if hf.get("is_decoder") or hf.get("add_cross_attention"):
         raise ConfigError("this BERT is configured as a decoder (is_decoder/add_cross_attention); "
                           "bertlite imports bidirectional BERT encoders")
-    return dict(
-        arch="bert",
-        vocab_size=hf["vocab_size"],
-        d_model=hf["hidden_size"],
-        n_layers=hf["num_hidden_layers"],
-        n_heads=hf["num_attention_heads"],
-        d_ff=hf["intermediate_size"],
-        max_seq_len=hf.get("max_position_embeddings", 512),
-        dropout=hf.get("hidden_dropout_prob", 0.1),
-        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-        activation=ACTIVATIONS[act],
-        norm_first=False,
-        position="learned",
-        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-        pad_token_id=hf.get("pad_token_id") or 0,
-        init_std=hf.get("initializer_range", 0.02),
-        type_vocab_size=hf.get("type_vocab_size", 2),
-    )
+    missing = [theirs for theirs, default in HF_FIELDS.values() if default is None and theirs not in hf]
+    if missing:
+        raise ConfigError(f"config.json lacks {', '.join(missing)}: it does not describe a whole BERT model")
+    values = {ours: hf.get(theirs, default) for ours, (theirs, default) in HF_FIELDS.items()}
+    return dict(arch="bert", **values, activation=ACTIVATIONS[act], norm_first=False, position="learned",
+                pad_token_id=hf.get("pad_token_id") or 0)
 
 
 # bertlite's data.problem_type -> Hugging Face's config.problem_type (the loss its sequence classifier uses)

@@ -25,8 +25,9 @@ from bertlite.data.tokenizer import load_tokenizer, special_ids
 from bertlite.nn.attention import split_qkv
 from bertlite.errors import CheckpointError, ConfigError
 from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, IGNORED, MLM_HEAD, POOLER, TOKEN_CLASSIFIER_HEAD,
-                                      backbone_names, config_from_hf, normalise_hf_names, problem_type_from_hf)
-from bertlite.models.config import BertConfig
+                                      HF_NAMES, backbone_names, config_from_hf, normalise_hf_names,
+                                      problem_type_from_hf)
+from bertlite.models.config import config_from_dict
 from bertlite.models.encoder import (BertEncoder, BertForMaskedLM, BertForSequenceClassification,
                                      BertForTokenClassification)
 
@@ -99,9 +100,20 @@ def _kind(state: dict[str, torch.Tensor], hf_config: dict | None = None) -> str:
 
 def _label_names(hf_config: dict, num_labels: int) -> list[str]:
     id2label = hf_config.get("id2label") or {}
-    if len(id2label) == num_labels:
+    if isinstance(id2label, dict) and len(id2label) == num_labels and all(str(k).isdigit() for k in id2label):
         return [str(id2label[key]) for key in sorted(id2label, key=int)]
     return [f"LABEL_{i}" for i in range(num_labels)]
+
+
+def read_hf_config(path: Path) -> dict:
+    """config.json as a dict; an unreadable or non-object file is one ``CheckpointError`` naming it."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(values).__name__}, not the object of a model's config")
+    return values
 
 
 def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
@@ -109,8 +121,8 @@ def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder} is not a Hugging Face model folder: it has no config.json")
-    hf_config = json.loads((folder / "config.json").read_text())
-    config = BertConfig(**config_from_hf(hf_config))
+    hf_config = read_hf_config(folder / "config.json")
+    config = config_from_dict(config_from_hf(hf_config), source=str(folder / "config.json"), names=HF_NAMES)
     tokenizer = read_hf_tokenizer(folder)
     if tokenizer.get_vocab_size() != config.vocab_size:
         raise ConfigError(f"the tokenizer in {folder} has {tokenizer.get_vocab_size()} tokens but config.json "

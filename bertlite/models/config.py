@@ -7,7 +7,10 @@ A config is plain data: it travels inside every checkpoint, so a model can be re
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
+
+from bertlite.errors import CheckpointError, ConfigError
 
 
 @dataclass
@@ -109,15 +112,69 @@ def preset(name: str, **overrides) -> ModelConfig:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
-def config_from_dict(values: dict) -> ModelConfig:
-    """Rebuild a config from its ``asdict`` form (as stored in checkpoints and Hydra configs)."""
+# Why a file's config values are checked: whatever reads them as config (Hydra) would call a dict's _target_ and
+# resolve a ${...} string, so a value from a file must be data.
+FILE_VALUE_RULE = ("a config value read from a file must be plain data (a number, a string, true/false, or a list "
+                   "of these): dicts, _target_ keys and ${...} interpolations are refused")
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """A model config that does not fit its dataclass: a ``ConfigError`` (one line from the CLI) that code catching
+    ``ValueError``, as config_from_dict's callers did, still catches."""
+
+
+def config_from_dict(values: dict, source: str | None = None, names: dict[str, str] | None = None) -> ModelConfig:
+    """Rebuild a config from its ``asdict`` form (as stored in checkpoints and Hydra configs), checking every value
+    against its field's type. ``source`` names the file the values were read from: its problems are a
+    ``CheckpointError`` naming it, those of other values a ``ConfigValueError``. ``names``: the source's own name
+    of a field, for the message (an HF config.json's initializer_range for init_std)."""
+    if not isinstance(values, dict):
+        raise _refusal(source, f"the model config is a {type(values).__name__}, not a dict of fields")
     values = dict(values)
     arch = values.get("arch", "bert")
-    if arch not in CONFIG_CLASSES:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(CONFIG_CLASSES)}")
+    if not isinstance(arch, str) or arch not in CONFIG_CLASSES:
+        raise _refusal(source, f"unknown architecture {arch!r:.80}; known: {', '.join(CONFIG_CLASSES)}")
     cls = CONFIG_CLASSES[arch]
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    types = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(types), key=str)
     if unknown:
-        raise ValueError(f"unknown {arch} config fields: {', '.join(unknown)}")
-    return cls(**values)
+        raise _refusal(source, f"unknown {arch} config fields: {', '.join(map(str, unknown))}"[:300])
+    for name, value in values.items():
+        problem = value_type_problem(value, types[name])
+        if problem:
+            field = (names or {}).get(name) or (name if source else f"model.{name}")
+            code_like = isinstance(value, dict) or "${" in str(value)  # what Hydra would act on
+            rule = f"; {FILE_VALUE_RULE}" if source and code_like else ""
+            raise _refusal(source, f"{field}={value!r:.100} {problem}{rule}", malformed=names is None)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise _refusal(source, str(exc)) from None
+
+
+PLAIN_TYPES = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}  # a field's type -> the values it takes
+
+
+def value_type_problem(value, expected) -> str | None:
+    """Why ``value`` does not fit a field annotated ``expected`` (int, float, str, bool or a list of these), or
+    None when it fits. An int fits a float field; a bool fits neither (True is no number here)."""
+    if typing.get_origin(expected) is list:
+        if not isinstance(value, list):
+            return f"is a {type(value).__name__}, not a list"
+        (item,) = typing.get_args(expected)
+        return next((f"holds {v!r:.40}, which {p}" for v in value if (p := value_type_problem(v, item))), None)
+    if isinstance(value, str) and "${" in value:
+        return "is an interpolation (${...}), not a value"
+    if expected not in PLAIN_TYPES:
+        raise TypeError(f"a config field of type {expected} cannot be checked: use int, float, str, bool or a list")
+    fits = PLAIN_TYPES[expected]
+    if isinstance(value, fits) and (expected is bool or not isinstance(value, bool)):
+        return None
+    kind = "a dict with _target_" if isinstance(value, dict) and "_target_" in value else f"a {type(value).__name__}"
+    return f"is {kind}, not {'an' if expected is int else 'a'} {expected.__name__}"
+
+
+def _refusal(source: str | None, problem: str, malformed: bool = True) -> Exception:
+    if source is None:
+        return ConfigValueError(problem)
+    return CheckpointError(f"{source}: {'model_config is malformed: ' if malformed else ''}{problem}")

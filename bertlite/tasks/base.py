@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = "bertlite"  # the section of a checkpoint that makes it self-contained
 FORMAT_VERSION = 1
+# model config fields of how the network runs, not of what it computes: a resume may change them freely
+RUNTIME_FIELDS = ("gradient_checkpointing", "unpad")
 
 
 class BertliteTask(L.LightningModule):
@@ -42,6 +44,7 @@ class BertliteTask(L.LightningModule):
         min_lr_ratio: float = 0.0,
         compile: bool | str = "auto",
         extend_schedule: bool = False,
+        allow_config_change: bool = False,
     ):
         super().__init__()
         if schedule not in SCHEDULES:
@@ -137,3 +140,36 @@ class BertliteTask(L.LightningModule):
 
     def extra_checkpoint_metadata(self) -> dict[str, Any]:
         return {}
+
+    # --- resuming ------------------------------------------------------------------------------
+    def check_resume(self, checkpoint: dict[str, Any], source) -> None:
+        """Before a resume from ``checkpoint`` (as read_checkpoint returns it): the model must be the one it saved.
+        Differing weight shapes are one ``ConfigError``, whatever ``allow_config_change``; so are differing label
+        names (each row of the head means one label). Other model settings (activation, dropout, ...) may differ
+        with ``allow_config_change``, with a warning."""
+        section = checkpoint[CHECKPOINT_KEY]
+        saved = dataclasses.asdict(config_from_dict(section["model_config"], source=str(source)))
+        now = dataclasses.asdict(self.model_config)
+        changed = [f"{name}: {saved[name]!r} in the checkpoint, {now[name]!r} now" for name in now
+                   if name not in RUNTIME_FIELDS and saved.get(name) != now[name]]
+        labels = getattr(self, "label_names", None)
+        relabelled = labels is not None and section.get("label_names") != labels
+        if relabelled:
+            changed.append(f"label_names: {section.get('label_names')!r:.200} in the checkpoint, {labels!r:.200} now")
+        shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+        wanted = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        misfits = sorted(k for k in shapes.keys() | wanted.keys() if shapes.get(k) != wanted.get(k))
+        if misfits:
+            raise ConfigError(f"{source} cannot be resumed with this configuration: its weights have other shapes "
+                              f"({'; '.join(changed) or ', '.join(misfits[:5])}), and task.allow_config_change does "
+                              "not apply to shapes. Resume with the checkpoint's settings, or start a new run")
+        if relabelled:
+            raise ConfigError(f"{source} was trained with other label names ({'; '.join(changed)}): each row of its "
+                              "head means one label. Resume with the data it was trained on")
+        if changed and not self.hparams.get("allow_config_change"):
+            raise ConfigError(f"{source} was trained with another configuration ({'; '.join(changed)}). Resume with "
+                              "the checkpoint's settings, or add task.allow_config_change=true to go on with the new "
+                              "ones")
+        if changed:
+            log.warning("Resuming %s with a changed configuration (task.allow_config_change=true): %s", source,
+                        "; ".join(changed))
