@@ -185,7 +185,7 @@ def fit(trainer, task, datamodule, ckpt_path: str | None, trust: bool = False) -
         raise SystemExit(143) from None
     path = last_checkpoint_path(trainer)
     if path is not None and trainer.global_step > 0:
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state, optimizer included: a save, not a load
         if trainer.is_global_zero:
             log.info("Last checkpoint: %s (step %d)", path, trainer.global_step)
 

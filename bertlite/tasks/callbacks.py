@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from bertlite.models.flops import training_flops
+
+log = logging.getLogger(__name__)
 
 # Dense (no sparsity) bf16/fp16 tensor-core peaks, FLOP/s, by a substring of torch.cuda.get_device_name().
 # Checked in order: the first match wins, so the more specific names come first. Others: Lightning's table.
@@ -105,3 +110,45 @@ class TokenThroughput(L.Callback):
     def on_validation_start(self, trainer, pl_module) -> None:
         # don't count evaluation time
         self._start, self._tokens, self._samples, self._steps, self._flops = None, 0, 0, 0, 0.0
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint that keeps only the paths of its own folder from a resumed checkpoint.
+
+    On resume Lightning restores the best, k-th best, last and top-k paths stored in the file, later opens the best
+    one and deletes the top-k ones it replaces. A checkpoint from elsewhere could name any file there (a path on
+    another disk, an ``s3://`` URL), so each restored path that is not a file directly in ``dirpath`` is dropped,
+    with a warning: the run then keeps and deletes only what it wrote."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        for attribute in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            path = getattr(self, attribute)
+            if path and not self.is_own_file(path):
+                log.warning("Ignoring %s=%s restored from the checkpoint: it is not a file in this run's "
+                            "checkpoint folder %s", attribute, path, self.dirpath)
+                setattr(self, attribute, "")
+        foreign = [p for p in self.best_k_models if not self.is_own_file(p)]
+        for path in foreign:
+            log.warning("Ignoring the top-k checkpoint %s restored from the checkpoint: it is not a file in this "
+                        "run's checkpoint folder %s", path, self.dirpath)
+            del self.best_k_models[path]
+        if not self.best_model_path:
+            self.best_model_score = None
+
+    def is_own_file(self, path: str) -> bool:
+        """Whether ``path`` is a local file directly in this callback's folder (symbolic links resolved)."""
+        if not self.dirpath or "://" in str(path):
+            return False
+        return Path(path).resolve().parent == Path(self.dirpath).resolve()
+
+
+class StepsProgressBar(RichProgressBar):
+    """Lightning's rich progress bar without an epoch total when the run is counted in steps: Lightning sets
+    max_epochs=-1 then, and its bar would read "Epoch 3/-2"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        description = f"Epoch {current_epoch}"
+        return f"{description:{len(self.validation_description)}}"  # padded as Lightning's, so the bar does not jump

@@ -197,7 +197,7 @@ class SaveOnInterrupt(L.Callback):
         if not isinstance(exception, SIGTERMException) or trainer.global_step == 0:
             return
         try:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
         except TrainingDivergedError as exc:
             log.error("Not saving a checkpoint on interrupt: %s", exc)
             return
@@ -215,7 +215,7 @@ class SaveOnInterrupt(L.Callback):
                 "no checkpoint was saved before it"
         else:
             try:
-                trainer.save_checkpoint(self.path)
+                trainer.save_checkpoint(self.path, weights_only=False)
             except TrainingDivergedError as exc:
                 log.error("Not saving a checkpoint on the data error: %s", exc)
                 return
