@@ -58,10 +58,11 @@ def blocks(files, tokenizer, **kw) -> collections.Counter:
 
 
 def good_and_bad_shards(folder, kind: str) -> tuple[list[str], str]:
-    """Two readable shards and one that fails only when read: a truncated .jsonl.gz, a latin-1 .txt or a
-    .jsonl with an unparsable line. Returns (the good files, the bad file)."""
+    """Two readable shards and one that fails only when read: a truncated .jsonl.gz, a latin-1 .txt, a .jsonl
+    with an unparsable line or with a null line (which crashes Arrow's reader if it gets there). Returns (the good
+    files, the bad file)."""
     folder.mkdir()
-    ending = {"gz": "jsonl.gz", "latin1": "txt", "json": "jsonl"}[kind]
+    ending = {"gz": "jsonl.gz", "latin1": "txt", "json": "jsonl", "null": "jsonl"}[kind]
     good = [folder / f"a{i}.{ending}" for i in range(2)]
     bad = folder / f"b-bad.{ending}"
     for i, path in enumerate([*good, bad]):
@@ -72,13 +73,14 @@ def good_and_bad_shards(folder, kind: str) -> tuple[list[str], str]:
             path.write_bytes("\n".join(texts + ["caf\xe9"] if path == bad else texts).encode("latin-1"))
         else:
             lines = [json.dumps({"text": t}) for t in texts]
-            path.write_text("\n".join(lines + ['{"text": broken'] if path == bad else lines) + "\n")
+            broken = '{"text": broken' if kind == "json" else "null"
+            path.write_text("\n".join(lines + [broken] if path == bad else lines) + "\n")
     if kind == "gz":
         truncate(bad)
     return [str(p) for p in good], str(bad)
 
 
-@pytest.mark.parametrize("kind", ["gz", "latin1", "json"])
+@pytest.mark.parametrize("kind", ["gz", "latin1", "json", "null"])
 def test_an_unreadable_shard_is_skipped_with_a_warning_and_every_good_block_trains(tmp_path, tokenizer, kind,
                                                                                    caplog):
     good, bad = good_and_bad_shards(tmp_path / "shards", kind)
@@ -98,15 +100,16 @@ def test_on_bad_shard_error_stops_with_an_error_naming_the_shard(tmp_path, token
     assert "\n" not in message and bad in message and "EOFError" in message and "data.on_bad_shard=skip" in message
 
 
-def test_tokenizer_training_from_a_stream_follows_on_bad_shard(tmp_path, caplog):
+@pytest.mark.parametrize("kind", ["latin1", "null"])
+def test_tokenizer_training_from_a_stream_follows_on_bad_shard(tmp_path, caplog, kind):
     from bertlite.data.streaming import stream_texts
 
-    good, bad = good_and_bad_shards(tmp_path / "shards", "latin1")
+    good, bad = good_and_bad_shards(tmp_path / "shards", kind)
     stream = load_text_stream("files", [*good, bad])
     with caplog.at_level(logging.WARNING, logger="bertlite.data.streaming"):
         assert list(stream_texts(stream, on_bad_shard="skip")) == documents(30, 0) + documents(30, 1)
     assert any(bad in r.getMessage() for r in caplog.records)
-    with pytest.raises(DataError, match="b-bad.txt"):
+    with pytest.raises(DataError, match="b-bad"):
         list(stream_texts(stream, on_bad_shard="error"))
 
 

@@ -101,6 +101,15 @@ DECOMPRESS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 NULL_LINE = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t\r]*null[ \t\r]*$", re.MULTILINE)  # a UTF-8 BOM may start it
 
 
+def is_json_file(name: str) -> bool:
+    """Whether a local file holds JSON (Lines), compressed or not: train.jsonl, shard-00.json.gz."""
+    if "://" in name:
+        return False
+    path = Path(name)
+    suffix = Path(path.stem).suffix if path.suffix.lower() in DECOMPRESS else path.suffix
+    return FORMATS.get(suffix.lower()) == "json"
+
+
 def refuse_null_rows(files: Sequence[str], chunk_bytes: int = 1 << 26) -> None:
     """A row that is a bare ``null`` crashes Arrow's JSON reader (a segmentation fault, no exception:
     apache/arrow#47409, pyarrow 26), so it is looked for first: a null line of a JSON Lines file, or a null element

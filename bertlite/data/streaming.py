@@ -37,6 +37,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from bertlite.data.sources import is_json_file, refuse_null_rows
 from bertlite.data.tokenizer import special_ids
 from bertlite.errors import BertliteError, ConfigError, DataError
 
@@ -104,6 +105,12 @@ def stream_texts(documents: datasets.IterableDataset, text_column: str = "text",
     n, files = documents.num_shards, shard_files(documents)
     for j in range(n):
         name = files[j] if len(files) == n else f"shard {j} of {n}"
+        if len(files) == n and is_json_file(name):
+            try:
+                refuse_null_rows([name])  # a null row would crash the reader, not raise (free_of_null_rows)
+            except DataError as exc:
+                read_failure(exc, name, "0 documents", on_bad_shard)
+                continue
         reads, texts = documents.shard(n, j).iter(batch_size=batch_size), 0
         while True:
             try:
@@ -136,6 +143,7 @@ class StreamingBlocks(IterableDataset):
         self.rank, self.world_size, self.holdout, self.passes = rank, world_size, holdout, passes
         self.docs_per_read, self.on_bad_shard = docs_per_read, on_bad_shard
         self.skipped = skipped if skipped is not None else set()
+        self.null_free: set[int] = set()  # JSON shards scanned for null rows (free_of_null_rows)
         files = shard_files(documents)
         self.files = files if len(files) == documents.num_shards else []
         ids = special_ids(tokenizer)
@@ -179,6 +187,8 @@ class StreamingBlocks(IterableDataset):
         Reads ``docs_per_read`` documents at a time. A read's position is the source's state before it, the
         tokens carried into it and the index of its first block: enough to start again at that read.
         """
+        if not self.free_of_null_rows(self.global_shard(j)):
+            return
         shard = self.source.shard(self.source.num_shards, j)
         if start and start.get("source") is not None:
             shard.load_state_dict(start["source"])
@@ -274,6 +284,21 @@ class StreamingBlocks(IterableDataset):
             skip, window_id = 0, window_id + 1
 
     # --- broken and empty data --------------------------------------------------------------------
+    def free_of_null_rows(self, shard: int) -> bool:
+        """A bare ``null`` row crashes Arrow's JSON reader outright (no exception to skip the shard on), so a JSON
+        shard is scanned for one before its first read in this reader; a shard that has one is a bad shard."""
+        if shard in self.null_free or not self.files:
+            return True
+        name = self.files[shard]
+        if is_json_file(name):
+            try:
+                refuse_null_rows([name])
+            except DataError as exc:
+                self.bad_shard(shard, exc, 0)
+                return False
+        self.null_free.add(shard)
+        return True
+
     def bad_shard(self, shard: int, exc: Exception, blocks_before: int) -> None:
         """Shard ``shard`` failed mid-read after ``blocks_before`` blocks: stop (on_bad_shard=error) or warn
         once and go on without the rest of it."""
