@@ -37,7 +37,10 @@ def test_two_processes_match_one_with_the_doubled_batch(mode, single, tmp_path):
     moved = max((single["params"][k] - single["initial"][k]).abs().max().item() for k in single["params"])
     print(f"{mode}: max parameter difference {diff:.2e} (parameters moved by up to {moved:.2e})")
     assert moved > 1e-3  # training happened, so agreement means something
-    assert diff < 1e-5
+    # Two processes sum the gradients in another order than one, and Adam divides by their root mean square, so
+    # float32 rounding shows: under 1e-5 on a 2-core Intel Xeon, 1.0-1.4e-5 on a 2-core AMD EPYC (its kernels sum
+    # otherwise). A loss normalised per rank instead of over the step moves the parameters by 4.8e-2.
+    assert diff < 5e-5
 
 
 def test_sharded_run_checkpoint_loads_on_one_device(tmp_path):
