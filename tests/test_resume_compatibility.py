@@ -117,6 +117,7 @@ def test_the_final_evaluation_ignores_a_best_path_outside_the_run(finetuned, tmp
     result = resume(args, tmp_path / "pointing-elsewhere.ckpt", tmp_path / "run")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not marker.exists()
-    assert f"{outside}, is not a file in this run's checkpoint directory" in result.stdout + result.stderr
+    assert (f"Ignoring best_model_path={outside} restored from the checkpoint: it is not a file in this run's "
+            "checkpoint folder") in result.stdout + result.stderr
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["best_checkpoint"] == str(tmp_path / "run" / "checkpoints" / "last.ckpt")

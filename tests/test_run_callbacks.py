@@ -32,6 +32,13 @@ def test_restored_paths_outside_the_checkpoint_folder_are_dropped(tmp_path, capl
     assert victim.read_bytes() == b"not yours"
 
 
+def test_the_state_key_is_lightnings_so_older_checkpoints_resume_with_their_callback_state(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    options = dict(dirpath=tmp_path, monitor="val/acc", mode="max")
+    assert RunCheckpoint(**options).state_key == ModelCheckpoint(**options).state_key
+
+
 def test_restored_paths_inside_the_checkpoint_folder_are_kept(tmp_path):
     own = tmp_path / "checkpoints"
     own.mkdir()

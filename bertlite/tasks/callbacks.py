@@ -120,6 +120,12 @@ class RunCheckpoint(ModelCheckpoint):
     another disk, an ``s3://`` URL), so each restored path that is not a file directly in ``dirpath`` is dropped,
     with a warning: the run then keeps and deletes only what it wrote."""
 
+    @property
+    def state_key(self) -> str:
+        # Lightning's own key ("ModelCheckpoint{...}"): checkpoints written before this class and after it resume
+        # with their callback state either way
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         for attribute in ("best_model_path", "kth_best_model_path", "last_model_path"):
