@@ -12,6 +12,11 @@ import pytest
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Lightning gives its loggers a StreamHandler bound to the sys.stderr of the moment it is first imported. Imported
+# here, that is the real stderr; first imported inside a test that captures output (an in-process CLI run), it would
+# be that test's capture stream, closed by the next test, and every later Lightning log line a "Logging error".
+import lightning  # noqa: E402, F401
+
 # pytest-xdist (-n auto, pyproject.toml) runs one worker per core: each worker, and every process it starts, gets
 # its share of the cores, as more OpenMP threads than cores make every test slower.
 if os.environ.get("PYTEST_XDIST_WORKER"):
