@@ -59,6 +59,10 @@ def load_text_corpus(
         dsd["validation"] = dsd["test"]
     for split in list(dsd):
         require_column(dsd[split], text_column, "data.text_column")
+        feature = dsd[split].features[text_column]
+        if getattr(feature, "dtype", None) not in ("string", "large_string"):
+            raise DataError(f"column {text_column!r} of the {split} data holds {feature}, not text; set "
+                            "data.text_column to a column of strings")
         dsd[split] = dsd[split].filter(lambda b: [bool(t and t.strip()) for t in b[text_column]], batched=True,
                                        desc=f"dropping empty {split} rows")
     if "train" not in dsd or len(dsd["train"]) == 0:

@@ -38,6 +38,11 @@ class ModelConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        sizes = {"vocab_size": self.vocab_size, "d_model": self.d_model, "n_layers": self.n_layers,
+                 "n_heads": self.n_heads, "d_ff": self.d_ff, "max_seq_len": self.max_seq_len}
+        bad = [f"{name}={value}" for name, value in sizes.items() if value < 1]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: a model size must be a positive integer")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
