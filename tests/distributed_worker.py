@@ -70,7 +70,8 @@ def main(mode: str, batch_size: int, out: str) -> None:
         from lightning.pytorch.strategies import ModelParallelStrategy
 
         # save_distributed_checkpoint=False: rank zero gathers the shards into one ordinary checkpoint file
-        strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, save_distributed_checkpoint=False)
+        strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1,
+                                         save_distributed_checkpoint=False)
         devices = 2
     else:
         strategy, devices = ("ddp_spawn", 2) if mode == "ddp_spawn" else ("auto", 1)

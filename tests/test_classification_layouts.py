@@ -43,7 +43,8 @@ def tokenizer():
 
 def rows(n: int, values: list, text_column: str, label_column: str, seed: int) -> list[dict]:
     rng = random.Random(seed)
-    return [{text_column: " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))), label_column: values[i % len(values)]}
+    return [{text_column: " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))),
+             label_column: values[i % len(values)]}
             for i in range(n)]
 
 

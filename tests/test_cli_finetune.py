@@ -150,7 +150,8 @@ def test_readme_csv_example_with_string_labels_in_a_label_column(tmp_path):
     import random
 
     readme = (REPO / "README.md").read_text()
-    line = next(ln for ln in readme.splitlines() if ln.startswith("bertlite-finetune data=csv data.train_file=train.csv"))
+    command = "bertlite-finetune data=csv data.train_file=train.csv"
+    line = next(ln for ln in readme.splitlines() if ln.startswith(command))
     args = line.split("#")[0].split()[1:]
     rng = random.Random(0)
     for name, n in (("train.csv", 120), ("dev.csv", 30)):

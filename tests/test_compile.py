@@ -130,7 +130,8 @@ def test_compiled_task_checkpoint_has_plain_keys(monkeypatch, tmp_path, tokenize
 def test_bf16_inference_on_cpu_agrees_with_fp32(tmp_path, tokenizer):
     model = tiny_classifier(tokenizer)
     path = tmp_path / "clf.ckpt"
-    torch.save(predictor_checkpoint(model, tokenizer, "classification", label_names=["neg", "pos"], pooling="cls"), path)
+    checkpoint = predictor_checkpoint(model, tokenizer, "classification", label_names=["neg", "pos"], pooling="cls")
+    torch.save(checkpoint, path)
     fp32 = load(path)
     assert fp32.dtype == torch.float32 and not fp32.compiled  # the CPU defaults: fp32, no compile
     bf16 = load(path, dtype="bf16")
@@ -155,8 +156,8 @@ def test_bf16_masked_lm_and_generation_on_cpu(tokenizer):
     """Position tables, ALiBi biases and key/value caches cast with the model: nothing mixes dtypes."""
     torch.manual_seed(0)
     vocab = tokenizer.get_vocab_size()
-    mlm = MaskedLM(predictor_checkpoint(BertForMaskedLM(preset("bert-tiny", **TINY, vocab_size=vocab)), tokenizer, "mlm"),
-                   dtype="bf16")
+    model = BertForMaskedLM(preset("bert-tiny", **TINY, vocab_size=vocab))
+    mlm = MaskedLM(predictor_checkpoint(model, tokenizer, "mlm"), dtype="bf16")
     options = mlm.fill_mask("the cat [MASK] on the mat .", top_k=3)
     assert len(options) == 3 and all(0.0 <= o["score"] <= 1.0 for o in options)
     for position in ("learned", "alibi"):

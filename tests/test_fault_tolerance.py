@@ -3,7 +3,6 @@ stops the run before any checkpoint of it is written, and the effective batch is
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

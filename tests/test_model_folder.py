@@ -10,11 +10,12 @@ import pytest
 import torch
 
 import bertlite
-from bertlite.checkpoints import read_checkpoint, save_checkpoint
+from bertlite.checkpoints import save_checkpoint
 from bertlite.data.tokenizer import train_wordpiece
 from bertlite.errors import CheckpointError, ConfigError
 from bertlite.models import preset
 from bertlite.models.registry import PRETRAINING_MODELS, build_classifier
+from bertlite.sources import read_checkpoint
 from tests.conftest import predictor_checkpoint, synthetic_sentences
 
 TINY = dict(d_model=32, n_heads=2, d_ff=64, n_layers=2, max_seq_len=32, dropout=0.0, attention_dropout=0.0)
@@ -87,7 +88,8 @@ def test_convert_to_folder_and_back_into_training(tokenizer, tmp_path, monkeypat
     convert.main()
     loaded = read_checkpoint(tmp_path / "shared")
     assert loaded["bertlite"]["label_names"] == ["a", "b", "c"] and loaded["bertlite"]["pooling"] == "cls"
-    assert torch.equal(bertlite.load(tmp_path / "shared").predict_proba(TEXTS), bertlite.load(ckpt).predict_proba(TEXTS))
+    from_folder = bertlite.load(tmp_path / "shared").predict_proba(TEXTS)
+    assert torch.equal(from_folder, bertlite.load(ckpt).predict_proba(TEXTS))
 
 
 def test_a_failed_write_leaves_the_old_folder(tokenizer, tmp_path, monkeypatch):

@@ -161,11 +161,11 @@ def test_bert_base_parameter_count():
     with torch.device("meta"):
         model = BertForMaskedLM(cfg)
     n = sum(p.numel() for p in model.parameters())
-    v, d, f, l, pos, types = 30522, 768, 3072, 12, 512, 2
+    v, d, f, n_layers, pos, types = 30522, 768, 3072, 12, 512, 2
     embeddings = v * d + pos * d + types * d + 2 * d
     layer = 4 * (d * d + d) + (d * f + f) + (f * d + d) + 2 * 2 * d
     head = (d * d + d) + 2 * d + v  # dense, LayerNorm, decoder bias (decoder weight is tied)
-    assert n == embeddings + l * layer + head == 109_514_298
+    assert n == embeddings + n_layers * layer + head == 109_514_298
     assert abs(n - 110e6) / 110e6 < 0.01
 
 

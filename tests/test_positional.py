@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from bertlite.nn import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerEmbeddings, sinusoidal_table
+from bertlite.nn import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerEmbeddings,
+                         sinusoidal_table)
 from bertlite.nn.positional import positional_encoding
 
 

@@ -34,7 +34,8 @@ def synthetic_rows(n: int, seed: int) -> list[dict]:
         words = rng.choices(FILLER, k=rng.randint(4, 8)) + topics + ["very"] * very
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "topics": sorted(TOPICS[w] for w in topics),
-                     "topic_string": "|".join(sorted(TOPICS[w] for w in topics)), "score": 1.5 * len(topics) + 0.5 * very})
+                     "topic_string": "|".join(sorted(TOPICS[w] for w in topics)),
+                     "score": 1.5 * len(topics) + 0.5 * very})
     return rows
 
 

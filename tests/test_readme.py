@@ -18,7 +18,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-HYDRA_PROGRAMS = ("pretrain", "finetune", "predict", "generate", "attention", "compare", "glue")  # bertlite/cli/<name>.py
+# bertlite/cli/<name>.py
+HYDRA_PROGRAMS = ("pretrain", "finetune", "predict", "generate", "attention", "compare", "glue")
 
 
 def bash_lines(page: Path):

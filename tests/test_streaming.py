@@ -27,7 +27,8 @@ def tokenizer():
     return train_wordpiece([" ".join(WORDS)] * 20, vocab_size=120)
 
 
-def write_shards(folder, n_shards: int, docs_per_shard: int | list[int], words_per_doc=None, seed: int = 0) -> list[str]:
+def write_shards(folder, n_shards: int, docs_per_shard: int | list[int], words_per_doc=None,
+                 seed: int = 0) -> list[str]:
     """``n_shards`` .jsonl.gz files of random word documents (``docs_per_shard``: a number, or one per shard);
     ``words_per_doc`` fixed makes one block per document."""
     rng = random.Random(seed)
@@ -172,8 +173,9 @@ def test_streaming_needs_max_steps(tmp_path, tiny_corpus):
 @pytest.mark.parametrize("n_shards,docs_per_shard", [(8, [5, 12, 9, 12, 13, 12, 21, 12])])
 def test_two_processes_see_every_block_of_the_corpus_once(tmp_path, n_shards, docs_per_shard):
     """A 2-process DDP run (gloo) streaming .jsonl.gz shards for one pass, stopped half-way and resumed: the blocks
-    trained on by the two ranks are the corpus's blocks, each exactly once. (3 shards, where the ranks split each shard's blocks instead, pass
-    here too, as (3, 16); test_ranks_and_workers_read_every_block_exactly_once covers them without processes.)"""
+    trained on by the two ranks are the corpus's blocks, each exactly once. (3 shards, where the ranks split each
+    shard's blocks instead, pass here too, as (3, 16); test_ranks_and_workers_read_every_block_exactly_once covers
+    them without processes.)"""
     from bertlite.data.tokenizer import load_tokenizer
 
     tok = train_wordpiece([" ".join(WORDS)] * 20, vocab_size=120)

@@ -289,7 +289,8 @@ class PretrainingDataModule(L.LightningDataModule):
                                  self.num_workers)
         sampler = ResumableSampler(self.train_dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed,
                                    keyed=True)
-        return ResumableDataLoader(KeyedRows(self.train_dataset, self.seed), batch_size=self.batch_size, sampler=sampler,
+        rows = KeyedRows(self.train_dataset, self.seed)
+        return ResumableDataLoader(rows, batch_size=self.batch_size, sampler=sampler,
                                    on_resize=self.continue_epoch_in_new_batches,
                                    collate_fn=self.objective, num_workers=self.num_workers,
                                    persistent_workers=self.num_workers > 0)

@@ -58,10 +58,12 @@ class TransformerBlock(nn.Module):
     ) -> Tensor:
         """x (B, T, C) -> (B, T, C). context (B, S, C): the encoder output a decoder layer attends to."""
         self_cache = None if cache is None else cache.setdefault("self", {})
-        x = self.residual(x, self.self_attn_norm, lambda h: self.self_attn(h, mask=mask, causal=causal, cache=self_cache))
+        x = self.residual(x, self.self_attn_norm,
+                          lambda h: self.self_attn(h, mask=mask, causal=causal, cache=self_cache))
         if self.cross_attn is not None:
             cross_cache = None if cache is None else cache.setdefault("cross", {})
             x = self.residual(
-                x, self.cross_attn_norm, lambda h: self.cross_attn(h, context=context, mask=context_mask, cache=cross_cache)
+                x, self.cross_attn_norm,
+                lambda h: self.cross_attn(h, context=context, mask=context_mask, cache=cross_cache)
             )
         return self.residual(x, self.feed_forward_norm, self.feed_forward)
