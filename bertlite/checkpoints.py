@@ -1,4 +1,6 @@
-"""Reading bertlite checkpoints: one place that checks a file is a checkpoint, of the expected task.
+"""Reading and writing bertlite checkpoint files, and the one check that a checkpoint of any format
+is sound and of the expected task. Telling the formats apart (a file, a model folder, ``hf:<folder>``)
+is ``bertlite.sources``'s job.
 
 Checkpoints come from strangers, and unpickling can run code. Every file is opened with
 ``torch.load(weights_only=True)``: tensors and plain data (dicts, lists, strings, numbers) only. A file that holds
@@ -20,6 +22,7 @@ import torch
 
 from bertlite.atomic import write_atomically
 from bertlite.errors import CheckpointError
+from bertlite.models.config import config_from_dict, value_type_problem
 
 TASK_HINTS = {
     "mlm": "a masked-LM pretraining checkpoint: fine-tune it with bertlite-finetune pretrained=<it>, "
@@ -82,34 +85,29 @@ def _foreign_global(path: Path, message: str) -> str | None:
     return None
 
 
-def read_checkpoint(path: str | Path, expect_task: str | tuple[str, ...] | None = None,
-                    trust: bool = False) -> dict[str, Any]:
-    """Load a Lightning checkpoint safely and check its ``bertlite`` section; errors say what the file is.
-    A folder is read as a bertlite model folder (bertlite/model_folder.py); ``hf:<folder>`` imports a Hugging Face
-    BERT folder (bertlite/interop). Both are checked the same way."""
-    if str(path).startswith("hf:"):
-        from bertlite.interop import import_hf_bert
-
-        checkpoint, report = import_hf_bert(str(path)[3:])
-        report.log()
-    elif Path(path).is_dir():
-        from bertlite.model_folder import CONFIG, is_model_folder, read_model_folder
-
-        if not is_model_folder(path):
-            hint = (f"; for a Hugging Face BERT folder give hf:{path}" if (Path(path) / CONFIG).is_file() else "")
-            raise CheckpointError(f"{path} is a folder but not a bertlite model folder (its config.json "
-                                  f"must have format: bertlite-model-folder){hint}")
-        checkpoint = read_model_folder(path)
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint not found: {path}")
-        checkpoint = load_torch_file(path, trust)
-        if not isinstance(checkpoint, dict) or "bertlite" not in checkpoint or "state_dict" not in checkpoint:
-            raise CheckpointError(f"{path} is not a bertlite checkpoint (no model config and tokenizer inside)")
-    check_section(path, checkpoint)
-    _check_task(path, checkpoint["bertlite"]["task"], expect_task)
+def read_checkpoint_file(path: str | Path, expect_task: str | tuple[str, ...] | None = None,
+                         trust: bool = False) -> dict[str, Any]:
+    """A bertlite checkpoint file, loaded safely and checked by ``check_checkpoint``; errors say what
+    the file is. Model folders and ``hf:<folder>`` are opened by ``bertlite.sources.read_checkpoint``."""
+    path = Path(path)
+    if path.is_dir():  # only a direct caller gets here: bertlite.sources opens folders itself
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; read a model folder (or "
+                              "hf:<folder>) with bertlite.sources.read_checkpoint and pass the dict it returns")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    checkpoint = load_torch_file(path, trust)
+    if not isinstance(checkpoint, dict) or "bertlite" not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a bertlite checkpoint (no model config and tokenizer inside)")
+    check_checkpoint(path, checkpoint, expect_task)
     return checkpoint
+
+
+def check_checkpoint(path: str | Path, checkpoint: dict[str, Any],
+                     expect_task: str | tuple[str, ...] | None = None) -> None:
+    """What every reader checks, whatever the format: a sound ``bertlite`` section, of the expected
+    task. ``path`` names the source in the errors."""
+    check_section(path, checkpoint)
+    check_task(path, checkpoint["bertlite"]["task"], expect_task)
 
 
 SECTION_FIELDS = {"task": str, "model_config": dict, "tokenizer": str}  # what every bertlite section holds
@@ -121,8 +119,6 @@ OPTIONAL_FIELDS = {"trained_seq_len": int, "max_seq_len": int, "pooling": str, "
 def check_section(path, checkpoint: dict[str, Any]) -> None:
     """Every field the loaders read is present and of the right kind: a ``CheckpointError`` naming the field
     otherwise, never a KeyError deep inside."""
-    from bertlite.models.config import config_from_dict, value_type_problem
-
     section = checkpoint["bertlite"]
     damaged = f"{path} is damaged or was not written by bertlite"
     if not isinstance(section, dict):
@@ -156,7 +152,7 @@ def check_section(path, checkpoint: dict[str, Any]) -> None:
         raise CheckpointError(f"{damaged}: its state_dict is not a dict of tensors")
 
 
-def _check_task(path, task: str | None, expect_task: str | tuple[str, ...] | None) -> None:
+def check_task(path, task: str | None, expect_task: str | tuple[str, ...] | None) -> None:
     expected = (expect_task,) if isinstance(expect_task, str) else expect_task
     if expected and task not in expected:
         raise CheckpointError(f"{path} is {TASK_HINTS.get(task, f'a {task!r} checkpoint')}; "

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from tokenizers import Tokenizer
 
-from bertlite.checkpoints import model_state, read_checkpoint
+from bertlite.checkpoints import model_state
 from bertlite.data.batching import pad_batch
 from bertlite.data.encoding import encode_texts, truncating
 from bertlite.data.entities import get_entities
@@ -37,7 +37,9 @@ from bertlite.models.config import config_from_dict
 from bertlite.models.encoder import BertEncoder, BertForMaskedLM, BertForTokenClassification
 from bertlite.models.heads import pool
 from bertlite.models.registry import PRETRAINING_MODELS, build_classifier
+from bertlite.positions import sequence_lengths
 from bertlite.precision import check_compile, compile_model, resolve_compile, resolve_dtype
+from bertlite.sources import read_checkpoint
 
 
 PAD_TO_MULTIPLE_OF = 8  # as in fine-tuning (conf/data/_classification.yaml): few distinct batch shapes
@@ -78,12 +80,10 @@ class Predictor:
         if self.compiled:
             compile_model(self.model)
         self.pad_id = special_ids(self.tokenizer)["pad"]
-        # learned position vectors are trained only up to the longest input training saw (checkpoints record it;
-        # older ones and HF imports do not): inputs are limited to it. ALiBi and sinusoidal positions are not.
-        self.max_positions = self.config.max_seq_len
-        if self.config.position == "learned" and meta.get("trained_seq_len"):
-            self.max_positions = min(self.max_positions, meta["trained_seq_len"])
-        self.max_seq_len = min(meta.get("max_seq_len", self.max_positions), self.max_positions)  # texts truncated
+        lengths = sequence_lengths("predict", self.config, meta.get("max_seq_len"),
+                                   trained_len=meta.get("trained_seq_len"))
+        self.max_positions = lengths.max_positions  # the longest input: learned positions only as far as trained
+        self.max_seq_len = lengths.truncation  # texts are cut to this many tokens
 
     def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write this model as a model folder (config.json, model.safetensors, tokenizer.json): shareable without

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from bertlite.atomic import write_folder_atomically
+from bertlite.checkpoints import model_state
 from bertlite.errors import CheckpointError
 
 FORMAT = "bertlite-model-folder"
@@ -60,12 +61,10 @@ def untie(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict
 
 def save_model_folder(checkpoint: dict[str, Any], out: str | Path, overwrite: bool = False,
                       protect: tuple[str | Path, ...] = ()) -> Path:
-    """Write a checkpoint (as ``read_checkpoint`` returns it) as a model folder, atomically. ``overwrite``
+    """Write a checkpoint dict (as any reader returns it) as a model folder, atomically. ``overwrite``
     replaces an existing model folder only (nothing else in it), never the current directory or a folder
     holding one of ``protect`` (the checkpoint being converted)."""
     from safetensors.torch import save_file
-
-    from bertlite.checkpoints import model_state
 
     meta = dict(checkpoint["bertlite"])
     tokenizer = meta.pop("tokenizer")

@@ -16,10 +16,10 @@ import statistics
 from pathlib import Path
 from typing import NamedTuple
 
-from bertlite.checkpoints import read_checkpoint
 from bertlite.cli.runs import markdown_table, module_command, read_metrics, run_command
 from bertlite.models.config import preset
 from bertlite.precision import fast_precision
+from bertlite.sources import read_checkpoint
 
 COMMON = [f"trainer.precision={fast_precision()}", "callbacks.progress_bar=null"]  # bf16 where it is native
 FULL_SST2 = ["trainer.max_epochs=2", "trainer.val_check_interval=0.5"]

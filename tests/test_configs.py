@@ -48,7 +48,8 @@ def is_pretraining_data(option: str) -> bool:
 
 def primary_for(group: str, option: str) -> str:
     """Each option composes under the entry point it belongs to."""
-    if group == "data" and not is_pretraining_data(option) or group == "task" and option in ("classification", "token_classification") \
+    finetuning_tasks = ("classification", "token_classification")
+    if group == "data" and not is_pretraining_data(option) or group == "task" and option in finetuning_tasks \
             or group in ("callbacks", "schedule") and option.startswith("finetune") \
             or group == "hparams_search":
         return "finetune"

@@ -1,15 +1,19 @@
 """The import graph of bertlite/ is layered and has no circle.
 
 Every module belongs to a layer, and imports only modules of its own layer or lower ones, even inside a function:
-nn -> models / data -> tasks -> checkpoints -> inference -> cli -> scripts. Imports are read with ``ast`` from the
-source, so a function-level or a ``TYPE_CHECKING`` import counts as much as a top-level one, and nothing runs.
+nn -> models / data -> tasks -> checkpoints -> sources / inference -> cli -> scripts. Imports are read with ``ast``
+from the source, so a function-level or a ``TYPE_CHECKING`` import counts as much as a top-level one, and nothing
+runs. There are no exceptions: where two modules want each other, the shared piece moves down a layer, or the
+dispatcher moves up one (as ``sources`` did for the checkpoint readers).
 
     layer  modules                                                 what they are
     0      bertlite.nn.*, errors, atomic, memory, precision        building blocks; leaf utilities for any layer
-    1      bertlite.models.*, bertlite.data.*                      networks; tokenizers, data modules, batching
+    1      bertlite.models.*, bertlite.data.*, positions           networks; tokenizers, data modules, batching;
+                                                                   the sequence-length rule
     2      bertlite.tasks.*                                        LightningModules, callbacks, optimizers
     3      checkpoints, model_folder, bertlite.interop.*           reading and writing model files
-    4      inference, attention_maps, bertlite (``load``)          using a trained model, without the training stack
+    4      sources, inference, attention_maps, bertlite (``load``) opening any model source; using a trained model,
+                                                                   without the training stack
     5      bertlite.cli.*, predict, generate, finetune, pretrain   entry points (the last four: ``python -m`` forms)
     6      scripts.*                                               benchmarks and tools outside the package
 """
@@ -19,8 +23,6 @@ from __future__ import annotations
 import ast
 import functools
 from pathlib import Path
-
-import pytest
 
 import bertlite
 
@@ -35,11 +37,13 @@ LAYERS: dict[str, int] = {
     "bertlite.precision": 0,
     "bertlite.models": 1,
     "bertlite.data": 1,
+    "bertlite.positions": 1,  # the sequence-length rule, which the tasks, inference and the CLI all apply
     "bertlite.tasks": 2,
     "bertlite.checkpoints": 3,
     "bertlite.model_folder": 3,
     "bertlite.interop": 3,
     "bertlite": 4,  # the package itself: bertlite.load, which is inference's load
+    "bertlite.sources": 4,  # opens a checkpoint file, a model folder or hf:<folder>: the readers sit below
     "bertlite.inference": 4,
     "bertlite.attention_maps": 4,
     "bertlite.cli": 5,
@@ -51,15 +55,6 @@ LAYERS: dict[str, int] = {
 }
 PACKAGES_WITH_SUBMODULES = ("bertlite.nn", "bertlite.models", "bertlite.data", "bertlite.tasks", "bertlite.interop",
                             "bertlite.cli", "scripts")
-
-# Imports that break the rules today, as (importer, imported). Each must go: the test fails when one of them no
-# longer exists, so that it is taken off this list. checkpoints.read_checkpoint is both the low-level file reader
-# and the "open anything" dispatcher, so it imports the model-folder and Hugging Face readers inside a function,
-# and both import checkpoints back: two circles, until the dispatcher moves up a layer.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    ("bertlite.checkpoints", "bertlite.interop"),
-    ("bertlite.checkpoints", "bertlite.model_folder"),
-}
 
 # Packages that inference and the networks must not pull in: importing them costs seconds, and predicting
 # needs none of them. The networks may be used without Lightning or Hydra.
@@ -133,34 +128,21 @@ def upward_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
             if layer_of(b) is not None and layer_of(b) > layer_of(a)}
 
 
-def without(graph: dict[str, set[str]], edges: set[tuple[str, str]]) -> dict[str, set[str]]:
-    return {a: {b for b in targets if (a, b) not in edges} for a, targets in graph.items()}
-
-
 def test_every_module_has_a_layer():
     unplaced = sorted(module for module in modules() if layer_of(module) is None)
     assert not unplaced, f"add these modules to LAYERS in {Path(__file__).name}: {unplaced}"
 
 
 def test_no_module_imports_a_module_of_a_higher_layer():
-    upward = upward_imports(without(import_graph(), KNOWN_VIOLATIONS))
+    upward = upward_imports(import_graph())
     described = [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})" for a, b in sorted(upward)]
     assert not described, "imports go down the layers, never up:\n" + "\n".join(described)
 
 
 def test_the_import_graph_has_no_circle():
-    circles = edges_on_a_circle(without(import_graph(), KNOWN_VIOLATIONS))
+    circles = edges_on_a_circle(import_graph())
     described = [f"{a} imports {b}, which leads back to {a}" for a, b in sorted(circles)]
     assert not described, "modules import each other:\n" + "\n".join(described)
-
-
-@pytest.mark.parametrize("violation", sorted(KNOWN_VIOLATIONS), ids="->".join)
-def test_each_known_violation_still_exists(violation):
-    graph = import_graph()
-    importer, imported = violation
-    still_breaks_a_rule = violation in upward_imports(graph) or violation in edges_on_a_circle(graph)
-    assert imported in graph.get(importer, set()) and still_breaks_a_rule, (
-        f"{importer} -> {imported} no longer breaks the layering: take it off KNOWN_VIOLATIONS")
 
 
 def test_inference_reaches_no_training_package():

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from bertlite.atomic import write_folder_atomically
-from bertlite.checkpoints import read_checkpoint, save_checkpoint
+from bertlite.checkpoints import save_checkpoint
 from bertlite.cli import convert
 from bertlite.data.tokenizer import train_wordpiece
 from bertlite.errors import ConfigError
 from bertlite.models import preset
 from bertlite.models.registry import build_classifier
+from bertlite.sources import read_checkpoint
 from tests.conftest import predictor_checkpoint, synthetic_sentences
 
 TINY = dict(d_model=32, n_heads=2, d_ff=64, n_layers=2, max_seq_len=32, dropout=0.0, attention_dropout=0.0)

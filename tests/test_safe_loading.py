@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import bertlite
-from bertlite.checkpoints import read_checkpoint, save_checkpoint
+from bertlite.checkpoints import save_checkpoint
 from bertlite.data.tokenizer import train_wordpiece
 from bertlite.errors import CheckpointError
 from bertlite.models import preset
 from bertlite.models.encoder import BertForSequenceClassification
+from bertlite.sources import read_checkpoint
 from tests.conftest import TINY_RUN, predictor_checkpoint, synthetic_sentences
 
 

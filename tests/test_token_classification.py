@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import bertlite
-from bertlite.checkpoints import read_checkpoint, save_checkpoint
+from bertlite.checkpoints import save_checkpoint
 from bertlite.data.token_classification import (IGNORE, TokenClassificationDataModule, align_tags, inside_tags,
                                                 read_conll)
 from bertlite.data.tokenizer import train_wordpiece
@@ -18,6 +18,7 @@ from bertlite.errors import CheckpointError, ConfigError, DataError
 from bertlite.inference import TokenClassifier
 from bertlite.models.config import preset
 from bertlite.models.encoder import BertForTokenClassification
+from bertlite.sources import read_checkpoint
 from tests.conftest import predictor_checkpoint, run_cli
 
 FIRST = ["Angela", "Peter", "Maria", "Johann", "Kofi", "Boris", "Helmut", "Jacques"]
@@ -188,6 +189,9 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
     result = run_cli("bertlite.finetune", "data=conll2003", f"data.train_file={tmp_path / 'train.txt'}",
                      f"hydra.run.dir={tmp_path / 'run2'}")  # NER data with the default classification task
     assert result.returncode == 2 and "add task=token_classification" in result.stderr
+    result = run_cli("bertlite.finetune", "task=token_classification",  # and the NER task with the default data
+                     f"hydra.run.dir={tmp_path / 'run3'}")
+    assert result.returncode == 2 and "data=conll data.train_file=" in result.stderr and "data=ner_jsonl" in result.stderr
 
 
 # --- model, checkpoints, predictions, interop -------------------------------------------------------------------------

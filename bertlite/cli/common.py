@@ -30,7 +30,8 @@ def config_dir() -> str:
     for candidate in (package / "conf", package.parent / "conf"):
         if (candidate / "pretrain.yaml").exists():
             return str(candidate)
-    raise FileNotFoundError(f"bertlite's Hydra configs are missing (looked in {package}/conf and {package.parent}/conf)")
+    raise FileNotFoundError(f"bertlite's Hydra configs are missing (looked in {package}/conf and "
+                            f"{package.parent}/conf)")
 
 
 CONFIG_DIR = config_dir()
@@ -158,17 +159,6 @@ def overridden(key: str) -> bool:
     from hydra.core.hydra_config import HydraConfig
 
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
-
-
-def fit_learned_positions(model_config: dict, data_max_seq_len: int) -> None:
-    """Learned position vectors are trained only as far as the data's blocks reach: model.max_seq_len defaults
-    to data.max_seq_len for them (rows beyond it would stay random). An explicit model.max_seq_len is kept;
-    ALiBi and sinusoidal positions need no training and keep theirs."""
-    if (model_config.get("position") == "learned" and model_config["max_seq_len"] > data_max_seq_len
-            and not overridden("model.max_seq_len")):
-        log.info("Learned positions: model.max_seq_len=%d, the data's block length (was %d)", data_max_seq_len,
-                 model_config["max_seq_len"])
-        model_config["max_seq_len"] = data_max_seq_len
 
 
 def fit(trainer, task, datamodule, ckpt_path: str | None, trust: bool = False) -> None:

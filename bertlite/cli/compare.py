@@ -48,9 +48,9 @@ def count_parameters(checkpoint: Path) -> int:
     """Every parameter of the pretraining network once: tied embeddings once, embeddings included."""
     import torch
 
-    from bertlite.checkpoints import read_checkpoint
     from bertlite.models.config import config_from_dict
     from bertlite.models.registry import PRETRAINING_MODELS
+    from bertlite.sources import read_checkpoint
 
     config = config_from_dict(read_checkpoint(checkpoint)["bertlite"]["model_config"])
     with torch.device("meta"):

@@ -72,17 +72,18 @@ def from_hf(folder: str, out: Path, overwrite: bool, trust: bool = False) -> Non
 
 def to_hf(checkpoint: str, out: Path, overwrite: bool, trust: bool = False) -> None:
     from bertlite.atomic import check_destination
-    from bertlite.interop import export_hf_bert
+    from bertlite.interop import EXPORTABLE_TASKS, export_hf_bert
+    from bertlite.sources import read_checkpoint
 
     check_destination(out, protect=[checkpoint])  # never the current directory or the checkpoint's own folder
-    export_hf_bert(checkpoint, out, overwrite=overwrite, trust=trust)
+    export_hf_bert(read_checkpoint(checkpoint, EXPORTABLE_TASKS, trust), out, overwrite=overwrite)
     log.info("Wrote %s: load it with transformers' AutoModel*.from_pretrained(%r) and AutoTokenizer", out, str(out))
 
 
 def to_folder(checkpoint: str, out: Path, overwrite: bool, trust: bool = False) -> None:
-    from bertlite.checkpoints import read_checkpoint
     from bertlite.atomic import check_destination
     from bertlite.model_folder import save_model_folder
+    from bertlite.sources import read_checkpoint
 
     check_destination(out, protect=[checkpoint])  # before the checkpoint is read: a refusal comes at once
     loaded = read_checkpoint(checkpoint, trust=trust)

@@ -20,27 +20,33 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bertlite.atomic import write_text_atomically
 from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, build_task, check_vocabulary, close_trackers,
-                                 evaluation_checkpoint, exit_on_user_error, fit, fit_learned_positions,
-                                 instantiate_group, is_rank_zero, prepare_tokenizer, register_model_presets,
-                                 resolve_ckpt_path, save_resolved_config)
+                                 evaluation_checkpoint, exit_on_user_error, fit, instantiate_group, is_rank_zero,
+                                 overridden, prepare_tokenizer, register_model_presets, resolve_ckpt_path,
+                                 save_resolved_config)
 from bertlite.errors import ConfigError
 from bertlite.memory import retain_freed_memory
+from bertlite.positions import SequenceLengths, sequence_lengths
+
+if TYPE_CHECKING:
+    from bertlite.models.config import ModelConfig
 
 log = logging.getLogger("bertlite.finetune")
 
 
 def finetune(cfg: DictConfig) -> dict:
+    """Fine-tune on data=, evaluate the best checkpoint, and write the report (metrics.json); returns the report."""
     import lightning as L
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_class, instantiate
 
-    from bertlite.checkpoints import read_checkpoint
+    from bertlite.sources import read_checkpoint
 
     started = time.perf_counter()
     retain_freed_memory()  # no page faults for every step's large tensors (bertlite/memory.py)
@@ -52,31 +58,24 @@ def finetune(cfg: DictConfig) -> dict:
     check_data_fits_task(datamodule, task_class)
     trust = cfg.trust_checkpoint
     pretrained = read_pretrained(cfg.pretrained, trust) if cfg.pretrained else None
-    datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
-                                               checkpoint=pretrained))
-    tokenizer = datamodule.tokenizer
-    if pretrained is not None and cfg.tokenizer.path:
-        check_vocabulary(tokenizer, pretrained, cfg.pretrained)
-    model_config, trained_seq_len = finetune_model_config(cfg, pretrained, tokenizer)
+    tokenizer = set_up_tokenizer(cfg, datamodule, pretrained, output_dir)
+    model_config, lengths = finetune_model_config(cfg, pretrained, tokenizer)
 
     label_names = datamodule.find_label_names()
     task_options = datamodule.task_options()  # the problem type of classification data
-    # callbacks monitor val/<metric>
-    cfg.data.metric = task_class.resolve_metric(cfg.data.metric, len(label_names), **task_options)
+    metric = task_class.resolve_metric(cfg.data.metric, len(label_names), **task_options)
+    run_config = OmegaConf.merge(cfg, {"data": {"metric": metric}})  # the callbacks monitor val/${data.metric}
     if is_rank_zero():
-        save_resolved_config(cfg, output_dir)
+        save_resolved_config(run_config, output_dir)
     task = build_task(cfg.task, model=model_config, num_labels=len(label_names), label_names=label_names,
-                      metric=cfg.data.metric, max_seq_len=cfg.data.max_seq_len, **task_options,
+                      metric=metric, max_seq_len=lengths.truncation, **task_options,
                       **weighting(cfg, datamodule, label_names))
-    if pretrained is not None:
-        task.load_encoder(pretrained["state_dict"])
-    task.tokenizer_json = tokenizer.to_str()
-    task.trained_seq_len = trained_seq_len
-    log.info("Fine-tuning %s on %s (metric %s), %s", model_config["arch"], describe_target(label_names, task_options),
-             cfg.data.metric, f"from {cfg.pretrained}" if pretrained is not None else "from random initialisation")
+    start_from(task, pretrained, tokenizer, lengths)
+    log.info("Fine-tuning %s on %s (metric %s), %s", model_config.arch, describe_target(label_names, task_options),
+             metric, f"from {cfg.pretrained}" if pretrained is not None else "from random initialisation")
 
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
-                                     logger=instantiate_group(cfg.get("logger")) or False)
+    trainer: L.Trainer = instantiate(run_config.trainer, callbacks=instantiate_group(run_config.get("callbacks")),
+                                     logger=instantiate_group(run_config.get("logger")) or False)
     apply_global_batch_size(trainer, datamodule, cfg.get("global_batch_size"))
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
     if ckpt_path:  # refused, damaged or mismatched files fail here, in one line, before Lightning opens them
@@ -85,22 +84,44 @@ def finetune(cfg: DictConfig) -> dict:
     train_seconds = time.perf_counter() - started
 
     best, results = final_evaluation(trainer, task, datamodule, trust)
-    report = {"metric": cfg.data.metric, "labels": label_names, "best_checkpoint": best,
+    report = {"metric": metric, "labels": label_names, "best_checkpoint": best,
               "pretrained": cfg.pretrained, "train_seconds": round(train_seconds, 1),
               "train_examples": len(datamodule.datasets["train"]),
               **{split: {k: float(v) for k, v in m.items()} for split, m in results.items()}}
     if trainer.is_global_zero:
-        write_text_atomically(output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
-        log.info("Validation %s: %s", cfg.data.metric, report["validation"].get(f"val/{cfg.data.metric}"))
-        log.info("Wrote %s", output_dir / "metrics.json")
+        write_report(report, output_dir)
     close_trackers(trainer)
     return report
+
+
+def set_up_tokenizer(cfg: DictConfig, datamodule, pretrained: dict | None, output_dir: Path):
+    """The run's tokenizer, given to the data: the pretrained model's, or tokenizer= (which must then match the
+    pretrained vocabulary), or one trained on the data."""
+    datamodule.set_tokenizer(prepare_tokenizer(cfg.tokenizer, output_dir / "tokenizer.json", datamodule.train_texts,
+                                               checkpoint=pretrained))
+    if pretrained is not None and cfg.tokenizer.path:
+        check_vocabulary(datamodule.tokenizer, pretrained, cfg.pretrained)
+    return datamodule.tokenizer
+
+
+def start_from(task, pretrained: dict | None, tokenizer, lengths: SequenceLengths) -> None:
+    """The pretrained encoder's weights (when there is one), and what every checkpoint of the task records."""
+    if pretrained is not None:
+        task.load_encoder(pretrained["state_dict"])
+    task.tokenizer_json = tokenizer.to_str()
+    task.trained_seq_len = lengths.trained
+
+
+def write_report(report: dict, output_dir: Path) -> None:
+    write_text_atomically(output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    log.info("Validation %s: %s", report["metric"], report["validation"].get(f"val/{report['metric']}"))
+    log.info("Wrote %s", output_dir / "metrics.json")
 
 
 def read_pretrained(source: str, trust: bool) -> dict:
     """pretrained=: a pretraining checkpoint (MLM, CLM, seq2seq, encoder) or model folder, or hf:<folder>, an HF BERT
     with any head (its encoder is used; a classifier head in it is not)."""
-    from bertlite.checkpoints import read_checkpoint
+    from bertlite.sources import read_checkpoint
 
     tasks = None if str(source).startswith("hf:") else ("mlm", "clm", "seq2seq", "encoder")
     return read_checkpoint(source, tasks, trust)
@@ -130,33 +151,35 @@ def check_data_fits_task(datamodule, task_class) -> None:
     data_task = getattr(datamodule, "task_name", "classification")
     if data_task != task_class.task_name:
         choices = HydraConfig.get().runtime.choices
+        if task_class.task_name == "token_classification":  # the default data (sst2) is sentence classification
+            raise ConfigError(f"data={choices.get('data')} is {data_task} data but task={choices.get('task')} tags "
+                              "words: add data=conll2003 (CoNLL-2003 under paths.data_dir), data=conll "
+                              "data.train_file=<CoNLL column file> or data=ner_jsonl data.train_file=<file.jsonl>, "
+                              "or use task=classification")
         raise ConfigError(f"data={choices.get('data')} is {data_task} data but task={choices.get('task')} is "
                           f"{task_class.task_name}: add task={data_task} (or choose a {task_class.task_name} data set)")
 
 
-def finetune_model_config(cfg: DictConfig, pretrained: dict | None, tokenizer) -> tuple[dict, int | None]:
-    """The model config (the pretrained checkpoint's, or model= for random initialisation, with this run's
-    dropout), as plain checked data, and the longest input its position vectors were trained on."""
+def finetune_model_config(cfg: DictConfig, pretrained: dict | None,
+                          tokenizer) -> tuple[ModelConfig, SequenceLengths]:
+    """The checked model config (the pretrained checkpoint's, or model= for random initialisation, with this run's
+    dropout), and the run's sequence lengths."""
     from bertlite.data.tokenizer import special_ids
     from bertlite.models.config import config_from_dict
 
     if pretrained is not None:  # read_checkpoint has checked the file's values
-        model_config = dict(pretrained["bertlite"]["model_config"])
+        values = dict(pretrained["bertlite"]["model_config"])
+        trained_len = pretrained["bertlite"].get("trained_seq_len")
     else:
-        model_config = OmegaConf.to_container(cfg.model, resolve=True)
-        model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
-        fit_learned_positions(model_config, cfg.data.max_seq_len)
-    model_config.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
-    model_config = dataclasses.asdict(config_from_dict(model_config))  # validates the fields
-    if cfg.data.max_seq_len > model_config["max_seq_len"]:
-        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds the model's max_seq_len="
-                          f"{model_config['max_seq_len']}")
-    trained_seq_len = pretrained["bertlite"].get("trained_seq_len") if pretrained is not None else cfg.data.max_seq_len
-    if model_config["position"] == "learned" and trained_seq_len and cfg.data.max_seq_len > trained_seq_len:
-        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} goes past the {trained_seq_len} positions "
-                          f"{cfg.pretrained} was pretrained on: its learned position vectors beyond them are "
-                          f"untrained. Set data.max_seq_len={trained_seq_len} (longer texts are truncated)")
-    return model_config, trained_seq_len
+        values = OmegaConf.to_container(cfg.model, resolve=True)
+        values.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
+        trained_len = None
+    values.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
+    config = config_from_dict(values)  # validates the fields
+    lengths = sequence_lengths("finetune", config, cfg.data.max_seq_len, trained_len=trained_len,
+                               source=cfg.pretrained if pretrained is not None else None,
+                               explicit_model_len=overridden("model.max_seq_len"))
+    return dataclasses.replace(config, max_seq_len=lengths.model), lengths
 
 
 def weighting(cfg: DictConfig, datamodule, label_names: list[str]) -> dict:

@@ -41,8 +41,8 @@ def read_inputs(cfg: DictConfig) -> tuple[list[str], list[str] | None]:
 
 
 def predict(cfg: DictConfig) -> list[dict]:
-    from bertlite.checkpoints import read_checkpoint
     from bertlite.inference import Classifier, TokenClassifier
+    from bertlite.sources import read_checkpoint
 
     retain_freed_memory()  # bertlite/memory.py
     output = Path(cfg.output) if cfg.output else None

@@ -14,16 +14,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bertlite.cli.common import (CONFIG_DIR, apply_global_batch_size, best_checkpoint, build_task,
-                                 check_vocabulary, close_trackers, exit_on_user_error, fit, fit_learned_positions,
-                                 instantiate_group, is_rank_zero, prepare_tokenizer, register_model_presets,
+                                 check_vocabulary, close_trackers, exit_on_user_error, fit, instantiate_group,
+                                 is_rank_zero, overridden, prepare_tokenizer, register_model_presets,
                                  resolve_ckpt_path, save_resolved_config)
 from bertlite.errors import ConfigError
 from bertlite.memory import retain_freed_memory
+from bertlite.positions import SequenceLengths, sequence_lengths
+
+if TYPE_CHECKING:
+    from bertlite.models.config import ModelConfig
 
 log = logging.getLogger("bertlite.pretrain")
 
@@ -33,9 +38,9 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     # Heavy imports here, so that a bad command line is answered at once.
     import lightning as L
     from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import instantiate
 
-    from bertlite.checkpoints import read_checkpoint
+    from bertlite.sources import read_checkpoint
 
     retain_freed_memory()  # no page faults for every step's large tensors (bertlite/memory.py)
     L.seed_everything(cfg.seed, workers=True)
@@ -44,18 +49,8 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     if is_rank_zero():
         save_resolved_config(cfg, output_dir)
 
-    from bertlite.tasks import PRETRAINING_TASKS
-
-    task_cls = get_class(cfg.task._target_)
+    task_cls = check_task_and_sources(cfg, ckpt_path)
     init_from = cfg.get("init_from")
-    # with init_from the model is the checkpoint's, and read_checkpoint checks that its task is this one
-    if not init_from and cfg.model.arch != task_cls.arch:
-        fits = next((n for n, t in PRETRAINING_TASKS.items() if t.arch == cfg.model.arch), "?")
-        raise ConfigError(f"task={task_cls.task_name} trains {task_cls.arch} models but the model is a "
-                          f"{cfg.model.arch}; use task={fits} (or a {task_cls.arch}-* model)")
-    if init_from and ckpt_path:
-        raise ConfigError("give either ckpt_path (resume a run: its optimizer, schedule and step count) or "
-                          "init_from (start a new run from a checkpoint's weights), not both")
     if cfg.data.get("streaming"):
         check_streaming(cfg)
     datamodule = instantiate(cfg.data, objective=task_cls.task_name)
@@ -68,19 +63,17 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
         check_vocabulary(datamodule.tokenizer, checkpoint, source)
     tokenizer = datamodule.tokenizer
 
-    model_config = pretrain_model_config(cfg, checkpoint if init_from else None, tokenizer)
+    model_config, lengths = pretrain_model_config(cfg, checkpoint if init_from else None, tokenizer)
     task = build_task(cfg.task, model=model_config)  # the model config as data: Hydra never sees it
     if ckpt_path:  # a resume trains the checkpoint's model: a changed config is one error line, before Lightning
         task.check_resume(checkpoint, ckpt_path)
     task.tokenizer_json = tokenizer.to_str()
-    # the longest input the position vectors have been trained on (a continued run's, if it reached further)
-    previous = checkpoint["bertlite"].get("trained_seq_len") if init_from else None
-    task.trained_seq_len = max(cfg.data.max_seq_len, previous or 0)
+    task.trained_seq_len = lengths.trained  # recorded in every checkpoint
     if init_from:
         task.load_state_dict(extend_positions(checkpoint["state_dict"], task.state_dict()))
     del checkpoint
     n_params = sum(p.numel() for p in task.model.parameters())
-    log.info("Model %s: %.2fM parameters (embeddings included)", model_config["arch"], n_params / 1e6)
+    log.info("Model %s: %.2fM parameters (embeddings included)", model_config.arch, n_params / 1e6)
 
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")),
                                      logger=instantiate_group(cfg.get("logger")) or False)
@@ -94,29 +87,46 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def pretrain_model_config(cfg: DictConfig, init_from: dict | None, tokenizer) -> dict:
-    """The model config as plain checked data: the ``init_from`` checkpoint's (its positions extended to a longer
-    data.max_seq_len), or model= with the tokenizer's vocabulary."""
+def check_task_and_sources(cfg: DictConfig, ckpt_path: str | None) -> type:
+    """The task class, once it is known to train the model's architecture; a run resumes or starts from
+    a checkpoint's weights, not both."""
+    from hydra.utils import get_class
+
+    from bertlite.tasks import PRETRAINING_TASKS
+
+    task_cls = get_class(cfg.task._target_)
+    init_from = cfg.get("init_from")
+    # with init_from the model is the checkpoint's, and read_checkpoint checks that its task is this one
+    if not init_from and cfg.model.arch != task_cls.arch:
+        fits = next((n for n, t in PRETRAINING_TASKS.items() if t.arch == cfg.model.arch), "?")
+        raise ConfigError(f"task={task_cls.task_name} trains {task_cls.arch} models but the model is a "
+                          f"{cfg.model.arch}; use task={fits} (or a {task_cls.arch}-* model)")
+    if init_from and ckpt_path:
+        raise ConfigError("give either ckpt_path (resume a run: its optimizer, schedule and step count) or "
+                          "init_from (start a new run from a checkpoint's weights), not both")
+    return task_cls
+
+
+def pretrain_model_config(cfg: DictConfig, init_from: dict | None, tokenizer) -> tuple[ModelConfig, SequenceLengths]:
+    """The checked model config, the ``init_from`` checkpoint's (its positions extended to a longer
+    data.max_seq_len) or model= with the tokenizer's vocabulary, and the run's sequence lengths."""
     from bertlite.data.tokenizer import special_ids
     from bertlite.models.config import config_from_dict
 
     if init_from is not None:  # the architecture is the checkpoint's (read_checkpoint checked its values)
-        model_config = dict(init_from["bertlite"]["model_config"])
+        config = config_from_dict(init_from["bertlite"]["model_config"])
         log.info("Starting from the weights of %s (model= is ignored: the architecture is the checkpoint's)",
                  cfg.init_from)
-        if cfg.data.max_seq_len > model_config["max_seq_len"]:  # a second phase at longer blocks
-            log.info("Positions: model.max_seq_len %d -> %d (data.max_seq_len)%s", model_config["max_seq_len"],
-                     cfg.data.max_seq_len, ", new learned rows start as copies of the trained ones"
-                     if model_config.get("position") == "learned" else "")
-            model_config["max_seq_len"] = cfg.data.max_seq_len
+        trained_len = init_from["bertlite"].get("trained_seq_len")
     else:
-        model_config = dataclasses.asdict(config_from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
-        model_config.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
-        fit_learned_positions(model_config, cfg.data.max_seq_len)
-    if cfg.data.max_seq_len > model_config["max_seq_len"]:
-        raise ConfigError(f"data.max_seq_len={cfg.data.max_seq_len} exceeds model.max_seq_len="
-                          f"{model_config['max_seq_len']}; lower the first or raise the second")
-    return model_config
+        values = OmegaConf.to_container(cfg.model, resolve=True)
+        config = config_from_dict({**values, "vocab_size": tokenizer.get_vocab_size(),
+                                   "pad_token_id": special_ids(tokenizer)["pad"]})
+        trained_len = None
+    lengths = sequence_lengths("pretrain", config, cfg.data.max_seq_len, trained_len=trained_len,
+                               source=cfg.init_from if init_from is not None else None,
+                               explicit_model_len=overridden("model.max_seq_len"))
+    return dataclasses.replace(config, max_seq_len=lengths.model), lengths
 
 
 def extend_positions(weights: dict, target: dict) -> dict:

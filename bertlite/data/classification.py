@@ -46,33 +46,50 @@ class LabelledDataModule(L.LightningDataModule):
     """What the classification data modules share: the options common to both, reading the splits once,
     tokenizing them once (``build``, from ``prepare_data`` and ``setup``) and the loaders. Subclasses read the
     raw splits (``read_raw``), find the label names (``read_label_names``) and encode the splits
-    (``encode_splits``)."""
+    (``encode_splits``); they take their own options and pass these on as keywords.
+
+    The options (conf/data/_classification.yaml and _token_classification.yaml describe each): the split files
+    (``train_file`` ...), their ``format``, or a hub data set (``path``, ``name``); ``validation_fraction`` carved
+    from train where there is no validation file; ``max_train_samples``; ``metric``, the data set's measure;
+    ``max_seq_len``; ``batch_size``, ``eval_batch_size``, ``group_by_length``, ``pad_to_multiple_of``,
+    ``num_workers``; ``seed`` for the carving, the subset and the order of training batches.
+    """
 
     def __init__(
         self,
-        tokenizer: Tokenizer | None,
-        files: dict[str, str | Sequence[str] | None],
-        format: str | None,
-        path: str | None,
-        name: str | None,
-        validation_fraction: float,
-        max_train_samples: int | None,
-        metric: str,
-        max_seq_len: int,
-        batch_size: int,
-        eval_batch_size: int,
-        group_by_length: bool,
-        pad_to_multiple_of: int,
-        num_workers: int,
-        seed: int,
+        tokenizer: Tokenizer | None = None,
+        train_file: str | Sequence[str] | None = None,
+        validation_file: str | Sequence[str] | None = None,
+        test_file: str | Sequence[str] | None = None,
+        format: str | None = None,
+        path: str | None = None,
+        name: str | None = None,
+        validation_fraction: float = 0.1,
+        max_train_samples: int | None = None,
+        metric: str = "auto",
+        max_seq_len: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 128,
+        group_by_length: bool = False,
+        pad_to_multiple_of: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
     ):
         super().__init__()
-        self.files, self.format, self.path, self.name = files, format, path, name
-        self.validation_fraction, self.max_train_samples = validation_fraction, max_train_samples
+        self.files = {"train": train_file, "validation": validation_file, "test": test_file}
+        self.format = format
+        self.path = path
+        self.name = name
+        self.validation_fraction = validation_fraction
+        self.max_train_samples = max_train_samples
         self.metric = metric  # the data set's own measure of success (GLUE's convention), read by the task
-        self.max_seq_len, self.batch_size, self.eval_batch_size = max_seq_len, batch_size, eval_batch_size
-        self.group_by_length, self.pad_to_multiple_of = group_by_length, pad_to_multiple_of
-        self.num_workers, self.seed = num_workers, seed
+        self.max_seq_len = max_seq_len
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.group_by_length = group_by_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.num_workers = num_workers
+        self.seed = seed
         self.tokenizer = tokenizer
         self.raw: datasets.DatasetDict | None = None
         self.label_names: list[str] | None = None
@@ -165,36 +182,24 @@ class LabelledDataModule(L.LightningDataModule):
 
 
 class ClassificationDataModule(LabelledDataModule):
+    """Texts (or text pairs) with a label column; the files, splits, lengths and batching options are
+    LabelledDataModule's (``common``)."""
+
     def __init__(
         self,
         tokenizer: Tokenizer | None = None,
-        train_file: str | Sequence[str] | None = None,
-        validation_file: str | Sequence[str] | None = None,
-        test_file: str | Sequence[str] | None = None,
-        format: str | None = None,
-        path: str | None = None,
-        name: str | None = None,
         text_column: str = "text",
         text_pair_column: str | None = None,
         label_column: str = "label",
         problem_type: str = "auto",
         label_separator: str | None = None,
         reader: dict | None = None,
-        validation_fraction: float = 0.1,
-        max_train_samples: int | None = None,
-        metric: str = "auto",
-        max_seq_len: int = 128,
-        batch_size: int = 32,
-        eval_batch_size: int = 128,
-        group_by_length: bool = False,
-        pad_to_multiple_of: int = 8,
-        num_workers: int = 0,
-        seed: int = 0,
+        **common,
     ):
-        super().__init__(tokenizer, {"train": train_file, "validation": validation_file, "test": test_file},
-                         format, path, name, validation_fraction, max_train_samples, metric, max_seq_len,
-                         batch_size, eval_batch_size, group_by_length, pad_to_multiple_of, num_workers, seed)
-        self.text_column, self.text_pair_column, self.label_column = text_column, text_pair_column, label_column
+        super().__init__(tokenizer, **common)
+        self.text_column = text_column
+        self.text_pair_column = text_pair_column
+        self.label_column = label_column
         self.labels = LabelColumn(label_column, problem_type, label_separator)
         self.reader = dict(reader or {})
 

@@ -119,39 +119,26 @@ class TokenClassificationDataModule(LabelledDataModule):
     def __init__(
         self,
         tokenizer: Tokenizer | None = None,
-        train_file: str | Sequence[str] | None = None,
-        validation_file: str | Sequence[str] | None = None,
-        test_file: str | Sequence[str] | None = None,
-        format: str | None = None,
-        path: str | None = None,
-        name: str | None = None,
         tag_column: int = -1,
         tokens_column: str = "tokens",
         tags_column: str = "tags",
         label_all_pieces: bool = False,
-        validation_fraction: float = 0.1,
-        max_train_samples: int | None = None,
         metric: str = "entity_f1",
-        max_seq_len: int = 128,
         stride: int | None = None,
-        batch_size: int = 32,
-        eval_batch_size: int = 128,
-        group_by_length: bool = False,
-        pad_to_multiple_of: int = 8,
-        num_workers: int = 0,
-        seed: int = 0,
+        format: str | None = None,
+        **common,
     ):
         if format not in (None, "conll", "json"):
             raise ConfigError(f"data.format={format!r}: token classification reads conll (column files) or json "
                               "(JSON Lines with a list of words and a list of tags per row)")
         if not isinstance(tag_column, int) or isinstance(tag_column, bool):
             raise ConfigError(f"data.tag_column={tag_column!r} must be a column index (0 is the word, -1 the last)")
-        super().__init__(tokenizer, {"train": train_file, "validation": validation_file, "test": test_file},
-                         format, path, name, validation_fraction, max_train_samples, metric, max_seq_len,
-                         batch_size, eval_batch_size, group_by_length, pad_to_multiple_of, num_workers, seed)
-        self.tag_column, self.tokens_column, self.tags_column = tag_column, tokens_column, tags_column
+        super().__init__(tokenizer, format=format, metric=metric, **common)
+        self.tag_column = tag_column
+        self.tokens_column = tokens_column
+        self.tags_column = tags_column
         self.label_all_pieces = label_all_pieces
-        self.stride = resolve_stride(stride, max_seq_len)
+        self.stride = resolve_stride(stride, self.max_seq_len)
 
     def train_texts(self) -> Iterator[str]:
         """Training sentences, words joined by spaces: for fitting a tokenizer when there is no pretrained one."""
@@ -204,8 +191,8 @@ class TokenClassificationDataModule(LabelledDataModule):
 
     def read_raw(self) -> datasets.DatasetDict:
         if self.path:
-            hub = load_hub(self.path, self.name, local_files="data=conll2003 data.train_file=<file> (CoNLL columns "
-                                                             "or JSON Lines)")
+            hub = load_hub(self.path, self.name, local_files="data=conll data.train_file=<file> (CoNLL columns) "
+                                                             "or data=ner_jsonl data.train_file=<file> (JSON Lines)")
             dsd = datasets.DatasetDict({s: self._standard_columns(hub[s], s) for s in SPLITS if s in hub})
         else:
             if not self.files["train"]:

@@ -1,6 +1,7 @@
 """Export a bertlite BERT checkpoint to a folder that ``transformers`` loads as it loads its own models.
 
     export_hf_bert("runs/sst2/checkpoints/best.ckpt", "exported/")
+    export_hf_bert(bertlite.sources.read_checkpoint("my-model/", EXPORTABLE_TASKS), "exported/")  # any source
     # AutoModelForSequenceClassification.from_pretrained("exported/"); AutoTokenizer.from_pretrained("exported/")
     # (a token classification checkpoint: AutoModelForTokenClassification)
 
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from bertlite.atomic import write_folder_atomically
-from bertlite.checkpoints import model_state, read_checkpoint
+from bertlite.checkpoints import check_task, model_state, read_checkpoint_file
 from bertlite.data.tokenizer import CLS, MASK, PAD, SEP, UNK, tokenizer_from_json
 from bertlite.nn.attention import split_qkv
 from bertlite.errors import ConfigError
@@ -27,6 +29,7 @@ from bertlite.models.config import config_from_dict
 
 ARCHITECTURES = {"classification": "BertForSequenceClassification", "mlm": "BertForMaskedLM",
                  "encoder": "BertModel", "token_classification": "BertForTokenClassification"}
+EXPORTABLE_TASKS = tuple(ARCHITECTURES)
 HEADS = {"classification": CLASSIFIER_HEAD, "mlm": MLM_HEAD, "token_classification": TOKEN_CLASSIFIER_HEAD}
 
 
@@ -63,12 +66,17 @@ def write_tokenizer(tokenizer_str: str, folder: Path, max_seq_len: int) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def export_hf_bert(checkpoint_path: str | Path, out: str | Path, overwrite: bool = False,
+def export_hf_bert(checkpoint: str | Path | dict[str, Any], out: str | Path, overwrite: bool = False,
                    trust: bool = False) -> Path:
-    """Write the HF folder ``out``; an existing non-empty ``out`` is replaced only with ``overwrite``."""
+    """Write the HF folder ``out`` from a checkpoint file, or from a checkpoint dict that a reader has
+    checked (a model folder or any source: ``bertlite.sources.read_checkpoint``). An existing non-empty
+    ``out`` is replaced only with ``overwrite``."""
     from safetensors.torch import save_file
 
-    checkpoint = read_checkpoint(checkpoint_path, expect_task=tuple(ARCHITECTURES), trust=trust)
+    if isinstance(checkpoint, dict):
+        check_task("the checkpoint", checkpoint["bertlite"]["task"], EXPORTABLE_TASKS)
+    else:
+        checkpoint = read_checkpoint_file(checkpoint, expect_task=EXPORTABLE_TASKS, trust=trust)
     meta = checkpoint["bertlite"]
     task = meta["task"]
     config = config_from_dict(meta["model_config"])

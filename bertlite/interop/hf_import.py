@@ -117,7 +117,7 @@ def read_hf_config(path: Path) -> dict:
 
 
 def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
-    """A bertlite checkpoint (a dict as ``read_checkpoint`` returns) built from an HF BERT folder."""
+    """A bertlite checkpoint (a dict as a checkpoint file holds) built from an HF BERT folder."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder} is not a Hugging Face model folder: it has no config.json")

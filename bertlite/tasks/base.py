@@ -11,11 +11,12 @@ from typing import Any
 
 import lightning as L
 import torch
+import torchmetrics
 from torch.optim.lr_scheduler import LambdaLR
 
 from bertlite.errors import ConfigError
 from bertlite.precision import check_compile, compile_model, resolve_compile
-from bertlite.models.config import config_from_dict
+from bertlite.models.config import ModelConfig, config_from_dict
 from bertlite.tasks.optim import SCHEDULES, WarmupDecay, build_adamw, no_decay_names, parameter_groups
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class BertliteTask(L.LightningModule):
 
     def __init__(
         self,
-        model: dict,
+        model: ModelConfig | dict,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -50,13 +51,16 @@ class BertliteTask(L.LightningModule):
         if schedule not in SCHEDULES:
             raise ConfigError(f"unknown task.schedule={schedule!r}; choose one of {', '.join(SCHEDULES)}")
         check_compile(compile, "task.compile")
-        self.save_hyperparameters()
-        self.model_config = config_from_dict(model)
+        self.save_hyperparameters(ignore=["model"])
+        # the architecture as plain data in the hyperparameters, so that load_from_checkpoint rebuilds it
+        self.save_hyperparameters({"model": dataclasses.asdict(model) if isinstance(model, ModelConfig) else model})
+        self.model_config = model if isinstance(model, ModelConfig) else config_from_dict(model)
         self.model = self.build_model(self.model_config)
         self.no_decay = no_decay_names(self.model)  # by name, before FSDP flattens the parameters
         self.compiled: bool | None = None  # decided in configure_model, once the device is known
         self.tokenizer_json: str | None = None  # set before training; saved in every checkpoint
-        self.trained_seq_len: int | None = None  # the longest input position training has reached (checkpoints)
+        # the furthest position training has reached (bertlite.positions): recorded in every checkpoint
+        self.trained_seq_len: int | None = None
 
     def build_model(self, config) -> torch.nn.Module:
         raise NotImplementedError
@@ -78,7 +82,8 @@ class BertliteTask(L.LightningModule):
         hp = self.hparams
         optimizer = build_adamw(self.parameter_groups(), hp.lr, hp.betas, hp.eps)
         scheduler = LambdaLR(optimizer, self.schedule(start_step=0))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
+        schedule = {"scheduler": scheduler, "interval": "step", "name": "train/lr"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def total_steps(self) -> int:
         """Optimizer steps in this run, which the learning-rate schedule decays over."""
@@ -121,6 +126,22 @@ class BertliteTask(L.LightningModule):
 
     def parameter_groups(self) -> list[dict]:
         return parameter_groups(self.model, self.hparams.weight_decay, self.hparams.lr, no_decay=self.no_decay)
+
+    # --- evaluation metrics start empty on every process -----------------------------------------
+    def reset_metrics(self, stage: str) -> None:
+        """``ddp_spawn`` hands the module to its processes through shared memory, so the metric states created in
+        ``__init__`` are one tensor for all ranks and each rank would add into the others' counts. A reset gives
+        every process states of its own before it evaluates. ``stage``: the prefix of the metrics' attribute
+        names, "val" or "test"."""
+        for name, module in self.named_modules():
+            if name.startswith(stage) and isinstance(module, torchmetrics.Metric):
+                module.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.reset_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.reset_metrics("test")
 
     # --- self-contained checkpoints -----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -18,9 +18,9 @@ from torchmetrics import (Accuracy, F1Score, MatthewsCorrCoef, MeanMetric, MeanS
 from torchmetrics.classification import MultilabelExactMatch, MultilabelF1Score
 
 from bertlite.errors import ConfigError
+from bertlite.models.config import ModelConfig
 from bertlite.models.registry import build_classifier
-from bertlite.tasks.base import BertliteTask
-from bertlite.tasks.optim import parameter_groups
+from bertlite.tasks.finetuning import FineTuningTask
 
 # the metrics each problem type can monitor (the callbacks keep the checkpoint where it is highest)
 METRICS = {"single_label": ("acc", "f1", "mcc", "macro_f1"), "multi_label": ("micro_f1", "macro_f1", "exact_match"),
@@ -75,46 +75,17 @@ def class_weights(setting, counts: dict[str, int], label_names: list[str]) -> li
     return [float(w) for w in setting]
 
 
-def freeze_backbone(model: torch.nn.Module, freeze_embeddings: bool, freeze_layers: int) -> None:
-    """Keep the embeddings and / or the lowest ``freeze_layers`` layers of the model's first stack fixed."""
-    backbone = getattr(model, model.backbone)
-    if freeze_embeddings:
-        backbone.embeddings.requires_grad_(False)
-    layers = [m for name, m in backbone.named_modules() if name.endswith("layers")][0]  # the first stack
-    if freeze_layers > len(layers):
-        raise ConfigError(f"freeze_layers={freeze_layers} but the model's first stack has {len(layers)} layers")
-    for layer in layers[:freeze_layers]:
-        layer.requires_grad_(False)
-
-
-def load_backbone(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Copy a pretrained backbone (``model.bert.*``, ``model.gpt.*`` or ``model.transformer.*`` of a checkpoint)."""
-    prefix = f"model.{model.backbone}."
-    weights = {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
-    if not weights:
-        raise ConfigError(f"the pretrained checkpoint holds no {model.backbone} weights ({prefix}*)")
-    missing, unexpected = getattr(model, model.backbone).load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"pretrained weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
-class ClassificationTask(BertliteTask):
-    """Fine-tune an encoder with a pooled classification head.
-
-    layerwise_lr_decay < 1 gives lower layers smaller learning rates; freeze_embeddings and
-    freeze_layers (the lowest n layers) keep those parameters fixed.
-    """
+class ClassificationTask(FineTuningTask):
+    """Fine-tune a backbone with a pooled classification head (one class, a set of classes or a number per text;
+    the options shared with every fine-tuning task are FineTuningTask's)."""
 
     task_name = "classification"
     resolve_metric = staticmethod(resolve_metric)  # data.metric -> the metric to monitor (bertlite-finetune)
 
-    def __init__(self, model: dict, num_labels: int, label_names: list[str], metric: str = "auto",
-                 pooling: str = "auto", classifier_dropout: float = 0.1, layerwise_lr_decay: float = 1.0,
-                 freeze_embeddings: bool = False, freeze_layers: int = 0, max_seq_len: int = 128,
+    def __init__(self, model: ModelConfig | dict, num_labels: int, label_names: list[str], metric: str = "auto",
+                 pooling: str = "auto", classifier_dropout: float = 0.1,
                  class_weights: list[float] | None = None, problem_type: str = "single_label",
                  threshold: float = 0.5, **kwargs):
-        if len(label_names) != num_labels:
-            raise ConfigError(f"{len(label_names)} label names for {num_labels} labels")
         if problem_type not in METRICS:
             raise ConfigError(f"problem_type={problem_type!r}: choose one of {', '.join(METRICS)}")
         if class_weights is not None and problem_type != "single_label":
@@ -123,40 +94,26 @@ class ClassificationTask(BertliteTask):
             raise ConfigError(f"task.threshold={threshold}: a probability between 0 and 1")
         if class_weights is not None and (isinstance(class_weights, str) or len(class_weights) != num_labels):
             raise ConfigError(f"class_weights={class_weights!r}: give one weight per label ({num_labels})")
-        super().__init__(model, **kwargs)
+        super().__init__(model, num_labels, label_names, **kwargs)
         # the training loss weighs each example by its class (task.class_weights); evaluation losses do not
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
-        self.label_names, self.problem_type = list(label_names), problem_type
+        self.problem_type = problem_type
         self.metric = resolve_metric(metric, num_labels, problem_type)
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics = build_metrics(num_labels, problem_type, threshold).clone(prefix="val/")
         self.test_metrics = build_metrics(num_labels, problem_type, threshold).clone(prefix="test/")
-        freeze_backbone(self.model, freeze_embeddings, freeze_layers)
 
     def build_model(self, config):
         hp = self.hparams
         return build_classifier(config, hp.num_labels, hp.pooling, hp.classifier_dropout)
 
-    @property
-    def monitor(self) -> str:
-        return f"val/{self.metric}"
-
-    def parameter_groups(self) -> list[dict]:
-        hp = self.hparams
-        depth = self.model_config.n_layers + getattr(self.model_config, "n_decoder_layers", 0)
-        return parameter_groups(self.model, hp.weight_decay, hp.lr, hp.layerwise_lr_decay, depth, self.no_decay)
-
     def load_encoder(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Copy a pretrained backbone (``bert.*``, ``gpt.*`` or ``transformer.*`` of a pretraining checkpoint)."""
-        load_backbone(self.model, state_dict)
+        super().load_encoder(state_dict)
         pooler = {k.removeprefix("model.pooler.dense."): v for k, v in state_dict.items()
                   if k.startswith("model.pooler.dense.")}
         if pooler and self.model.pooling == "cls":  # an HF BertModel's pretrained pooler starts the head, as in HF
             self.model.head.dense.load_state_dict(pooler)
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weighted: bool = True) -> torch.Tensor:
         """Single-label: cross-entropy, weighted by class when class_weights are set (sum_i w[y_i] * CE_i /
@@ -177,35 +134,17 @@ class ClassificationTask(BertliteTask):
             return logits.sigmoid()
         return logits.argmax(-1)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+    def scores(self, stage: str) -> MetricCollection:
+        return self.val_metrics if stage == "val" else self.test_metrics
 
-    def _evaluate(self, batch: dict, loss_metric: MeanMetric, metrics: MetricCollection) -> None:
+    def evaluate(self, batch: dict, loss_metric: MeanMetric, scores: MetricCollection) -> None:
         logits, labels = self(batch), batch["labels"]
         loss_metric.update(self.loss(logits, labels, weighted=False), labels.shape[0])
-        metrics.update(self.predictions(logits), labels.long() if self.problem_type == "multi_label" else labels)
+        scores.update(self.predictions(logits), labels.long() if self.problem_type == "multi_label" else labels)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_loss, self.val_metrics)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_metrics)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val", self.val_loss, self.val_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test", self.test_loss, self.test_metrics)
-
-    def _log_epoch(self, stage: str, loss: MeanMetric, metrics: MetricCollection) -> None:
-        values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
-        self.log_dict(values, prog_bar=True)
-        loss.reset()
-        metrics.reset()
+    def log_scores(self, stage: str, loss: torch.Tensor, scores: MetricCollection) -> None:
+        self.log_dict({f"{stage}/loss": loss, **scores.compute()}, prog_bar=True)
 
     def extra_checkpoint_metadata(self) -> dict[str, Any]:
-        return {"label_names": self.label_names, "metric": self.metric, "pooling": self.model.pooling,
-                "max_seq_len": self.hparams.max_seq_len, "problem_type": self.problem_type,
-                "threshold": self.hparams.threshold}
+        return {**super().extra_checkpoint_metadata(), "pooling": self.model.pooling,
+                "problem_type": self.problem_type, "threshold": self.hparams.threshold}

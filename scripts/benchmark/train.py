@@ -32,8 +32,10 @@ N_BATCHES = 4  # distinct batches per case, cycled (masks differ from step to st
 
 
 def recipe() -> dict:
-    """bertlite's default bert-mini pretraining recipe: conf/task/mlm.yaml + conf/experiment/gutenberg_mini.yaml."""
-    exp, task = OmegaConf.load(CONF / "experiment" / "gutenberg_mini.yaml"), OmegaConf.load(CONF / "task" / "mlm.yaml")
+    """bertlite's default bert-mini pretraining recipe: conf/task/mlm.yaml (over the shared conf/task/_optim.yaml)
+    and conf/experiment/gutenberg_mini.yaml."""
+    exp = OmegaConf.load(CONF / "experiment" / "gutenberg_mini.yaml")
+    task = OmegaConf.merge(OmegaConf.load(CONF / "task" / "_optim.yaml"), OmegaConf.load(CONF / "task" / "mlm.yaml"))
     return dict(dropout=exp.model.dropout, attention_dropout=exp.model.attention_dropout,
                 mlm_probability=exp.data.mlm_probability, lr=exp.task.lr,
                 betas=tuple(task.betas), eps=task.eps, weight_decay=task.weight_decay, compile=task.compile)
