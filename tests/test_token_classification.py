@@ -191,7 +191,8 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
     assert result.returncode == 2 and "add task=token_classification" in result.stderr
     result = run_cli("bertlite.finetune", "task=token_classification",  # and the NER task with the default data
                      f"hydra.run.dir={tmp_path / 'run3'}")
-    assert result.returncode == 2 and "data=conll data.train_file=" in result.stderr and "data=ner_jsonl" in result.stderr
+    assert result.returncode == 2
+    assert "data=conll data.train_file=" in result.stderr and "data=ner_jsonl" in result.stderr
 
 
 # --- model, checkpoints, predictions, interop -------------------------------------------------------------------------
