@@ -16,7 +16,8 @@ def attention_maps(model: nn.Module, run: "callable") -> list[tuple[str, Tensor]
     -> [(layer name, weights (h, T_q, T_k))] for the first example, in module order."""
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)]
     for _, m in layers:
-        m.record_weights, m.attention_weights = True, None
+        m.record_weights = True
+        m.attention_weights = None
     try:
         run()
     finally:

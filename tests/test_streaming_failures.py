@@ -85,7 +85,7 @@ def test_an_unreadable_shard_is_skipped_with_a_warning_and_every_good_block_trai
                                                                                    caplog):
     good, bad = good_and_bad_shards(tmp_path / "shards", kind)
     expected = blocks(good, tokenizer)
-    with caplog.at_level(logging.WARNING, logger="bertlite.data.streaming"):
+    with caplog.at_level(logging.WARNING, logger="bertlite.data.shards"):
         seen = blocks([*good, bad], tokenizer)
     assert seen == expected and sum(expected.values()) == 60
     warnings = [r.getMessage() for r in caplog.records if "Skipping" in r.getMessage()]
@@ -102,11 +102,11 @@ def test_on_bad_shard_error_stops_with_an_error_naming_the_shard(tmp_path, token
 
 @pytest.mark.parametrize("kind", ["latin1", "null"])
 def test_tokenizer_training_from_a_stream_follows_on_bad_shard(tmp_path, caplog, kind):
-    from bertlite.data.streaming import stream_texts
+    from bertlite.data.shards import stream_texts
 
     good, bad = good_and_bad_shards(tmp_path / "shards", kind)
     stream = load_text_stream("files", [*good, bad])
-    with caplog.at_level(logging.WARNING, logger="bertlite.data.streaming"):
+    with caplog.at_level(logging.WARNING, logger="bertlite.data.shards"):
         assert list(stream_texts(stream, on_bad_shard="skip")) == documents(30, 0) + documents(30, 1)
     assert any(bad in r.getMessage() for r in caplog.records)
     with pytest.raises(DataError, match="b-bad"):

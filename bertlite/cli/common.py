@@ -255,7 +255,8 @@ def apply_global_batch_size(trainer, datamodule, global_batch_size: int | None) 
                               f"choose a multiple of {world}")
         share, most = global_batch_size // world, datamodule.batch_size
         accumulate = next(a for a in range(-(-share // most), share + 1) if share % a == 0)
-        datamodule.batch_size, trainer.accumulate_grad_batches = share // accumulate, accumulate
+        datamodule.batch_size = share // accumulate
+        trainer.accumulate_grad_batches = accumulate
     if isinstance(trainer.val_check_interval, int) and trainer.accumulate_grad_batches > 1:
         # Lightning counts val_check_interval in batches, and with accumulation a batch is a fraction of a step:
         # validation (and last.ckpt) would come mid-step and more often than configured. It is optimizer steps.

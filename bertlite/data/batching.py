@@ -38,7 +38,10 @@ class LengthGroupedSampler(Sampler[int]):
     within a batch, and a batch too big for the device fails at step one, not hours in."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, window: int = 50, seed: int = 0, group: bool = True):
-        self.lengths, self.batch_size, self.window, self.seed = list(lengths), batch_size, window, seed
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.window = window
+        self.seed = seed
         self.group = group
         self.epoch = 0
 
@@ -108,7 +111,8 @@ class EvaluationSampler(DistributedSampler):
             batches.append(mine[:rest])
         order = spread_order(full) + ([full] if rest else [])
         self.indices = [i for b in order for i in batches[b]]
-        self.num_samples, self.total_size = len(self.indices), len(lengths)
+        self.num_samples = len(self.indices)
+        self.total_size = len(lengths)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -129,7 +133,8 @@ class ResumableBatches(DataLoader):
 
     def __iter__(self):
         sampler = self.sampler if self.batch_sampler is None else self.batch_sampler.sampler
-        self._epoch, self._done = getattr(sampler, "epoch", 0), 0
+        self._epoch = getattr(sampler, "epoch", 0)
+        self._done = 0
         batches = super().__iter__()
         if self._resume is not None and self._resume[0] == self._epoch:
             for _ in range(self._resume[1]):

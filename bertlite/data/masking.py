@@ -26,7 +26,8 @@ class MLMMasker:
         self.vocab_size = tokenizer.get_vocab_size()
         self.mask_id = ids["mask"]
         self.probability = mlm_probability
-        self.mask_replace_prob, self.random_replace_prob = mask_replace_prob, random_replace_prob
+        self.mask_replace_prob = mask_replace_prob
+        self.random_replace_prob = random_replace_prob
         self.whole_word = whole_word_mask
         # Lookup tables indexed by token id.
         self.is_special = torch.zeros(self.vocab_size, dtype=torch.bool)

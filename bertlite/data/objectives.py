@@ -90,8 +90,10 @@ class TextInfilling:
 
     def __init__(self, tokenizer: Tokenizer, noise_density: float = 0.3, mean_span_length: float = 3.0, **_):
         ids = special_ids(tokenizer)
-        self.mask_id, self.pad_id = ids["mask"], ids["pad"]
-        self.noise_density, self.mean_span_length = noise_density, mean_span_length
+        self.mask_id = ids["mask"]
+        self.pad_id = ids["pad"]
+        self.noise_density = noise_density
+        self.mean_span_length = mean_span_length
 
     def corrupt(self, block: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """(T,) -> (S,): [CLS] kept; spans (Poisson lengths) covering ~noise_density of the rest become one [MASK]."""

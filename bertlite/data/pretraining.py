@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from bertlite.data.objectives import OBJECTIVES
 from bertlite.data.resumable import KeyedRows, ResumableDataLoader, ResumableSampler
-from bertlite.data.streaming import StreamingBlocks, check_bad_shard_policy, stream_loader, stream_texts
+from bertlite.data.shards import check_bad_shard_policy, stream_texts
+from bertlite.data.streaming import StreamingBlocks, stream_loader
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
 from bertlite.data.tokenizer import special_ids
 from bertlite.errors import ConfigError, DataError
@@ -161,16 +162,23 @@ class PretrainingDataModule(L.LightningDataModule):
         on_bad_shard: str = "skip",
     ):
         super().__init__()
-        self.streaming, self.shuffle_buffer, self.validation_blocks = streaming, shuffle_buffer, validation_blocks
+        self.streaming = streaming
+        self.shuffle_buffer = shuffle_buffer
+        self.validation_blocks = validation_blocks
         check_bad_shard_policy(on_bad_shard)
         self.on_bad_shard = on_bad_shard
         self.skipped_shards: set[int] = set()  # unreadable shards already reported (each is warned about once)
         self.corpus_kwargs = dict(source=source, train_files=train_files, validation_files=validation_files,
                                   format=format, path=path, name=name, text_column=text_column,
                                   validation_fraction=validation_fraction, seed=seed)
-        self.text_column, self.max_seq_len, self.num_proc = text_column, max_seq_len, num_proc
-        self.batch_size, self.eval_batch_size, self.max_eval_blocks = batch_size, eval_batch_size, max_eval_blocks
-        self.num_workers, self.seed = num_workers, seed
+        self.text_column = text_column
+        self.max_seq_len = max_seq_len
+        self.num_proc = num_proc
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.max_eval_blocks = max_eval_blocks
+        self.num_workers = num_workers
+        self.seed = seed
         if objective not in OBJECTIVES:
             raise ConfigError(f"unknown pretraining objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
         self.objective_name = objective

@@ -28,7 +28,8 @@ class KeyedRows(Dataset):
     carries ``mask_seed``, the name of that block in that epoch, which its random masks are drawn from."""
 
     def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed = dataset, seed
+        self.dataset = dataset
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -51,7 +52,8 @@ class ResumableSampler(DistributedSampler):
                  seed: int = 0, keyed: bool = False):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
                          drop_last=True)
-        self.offset, self.offset_epoch = 0, 0  # samples of that epoch's permutation consumed before a resume
+        self.offset = 0  # samples of offset_epoch's permutation consumed before a resume
+        self.offset_epoch = 0
         self.keyed = keyed
 
     def permutation(self) -> list[int]:
@@ -97,7 +99,9 @@ class ResumableDataLoader(DataLoader):
     def __iter__(self) -> Iterator[Any]:
         sampler: ResumableSampler = self.sampler
         resumed = self._resume_from and sampler.epoch == sampler.offset_epoch
-        self.batches_done, self._start, self._resume_from = 0, self._resume_from if resumed else 0, 0
+        self.batches_done = 0
+        self._start = self._resume_from if resumed else 0
+        self._resume_from = 0
         self._pass_epoch = sampler.epoch
         for batch in super().__iter__():
             self.batches_done += 1
@@ -126,7 +130,9 @@ class ResumableDataLoader(DataLoader):
         sampler.offset_epoch = state["epoch"]
         self._resume_from = state["samples_done"]
         # a checkpoint taken before the first resumed batch reports the same position
-        self.batches_done, self._start, self._pass_epoch = 0, state["samples_done"], state["epoch"]
+        self.batches_done = 0
+        self._start = state["samples_done"]
+        self._pass_epoch = state["epoch"]
         step = self.batch_size * sampler.num_replicas
         if state.get("batch_samples", step) != step and self.on_resize is not None:
             remaining = (len(self.dataset) - state["samples_done"]) // sampler.num_replicas // self.batch_size

@@ -17,9 +17,8 @@ current window, the tokens carried into it, and how many of the window's blocks 
 re-reads one window (bounded work, wherever the run stopped), permutes it with the same seed and skips what
 was already trained. ``StatefulDataLoader`` (torchdata) collects these positions from the workers.
 
-Broken data: a shard is read only as training goes, so a truncated ``.gz``, a file that is not UTF-8 or a bad
-JSON line fails mid-run. ``on_bad_shard="skip"`` drops the rest of that shard (warned once, with the blocks kept
-from it) and reads on; ``"error"`` stops with a ``DataError`` naming it. A stream with no block to train on is a
+Broken data: a shard that fails mid-read is skipped or stops the run as ``on_bad_shard`` says
+(``bertlite/data/shards.py``). A stream with no block to train on is a
 ``DataError`` too (``check_yields_a_block`` before training, and at the end of a pass), never an endless loop.
 """
 
@@ -37,6 +36,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from bertlite.data.shards import check_bad_shard_policy, describe_files, read_failure, shard_files
 from bertlite.data.sources import is_json_file, refuse_null_rows
 from bertlite.data.tokenizer import special_ids
 from bertlite.errors import BertliteError, ConfigError, DataError
@@ -53,77 +53,6 @@ def block_key(seed: int, *parts: int) -> int:
     return key & 0x7FFFFFFFFFFFFFFF
 
 
-BAD_SHARD_POLICIES = ("skip", "error")
-
-
-def check_bad_shard_policy(on_bad_shard: str) -> None:
-    if on_bad_shard not in BAD_SHARD_POLICIES:
-        raise ConfigError(f"data.on_bad_shard={on_bad_shard!r}; choose skip (warn and go on without the rest of "
-                          "an unreadable shard) or error (stop, after saving a checkpoint)")
-
-
-def shard_files(documents: datasets.IterableDataset) -> list[str]:
-    """The files (or URLs) of a stream in shard order, as ``datasets``' file readers hold them; [] if unknown."""
-    ex_iterable = getattr(documents, "_ex_iterable", None)
-    while ex_iterable is not None:  # the reader sits under any wrapping (shard, split by node)
-        kwargs = getattr(ex_iterable, "kwargs", None) or {}
-        for key in ("base_files", "files"):  # json, text, csv; parquet
-            files = kwargs.get(key)
-            if isinstance(files, list) and all(isinstance(f, str) for f in files):
-                return files
-        ex_iterable = getattr(ex_iterable, "ex_iterable", None)
-    return []
-
-
-def describe_files(files: list[str], most: int = 3) -> str:
-    shown = ", ".join(files[:most])
-    return shown + (f" and {len(files) - most} more" if len(files) > most else "")
-
-
-def one_line(exc: BaseException, most: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:most]}{'...' if len(text) > most else ''}"
-
-
-def read_failure(exc: Exception, name: str, read_before: str, on_bad_shard: str) -> None:
-    """A shard that failed mid-read after ``read_before`` ("12 blocks"): a ``DataError`` (on_bad_shard=error),
-    else a warning that says what is lost."""
-    if on_bad_shard == "error":
-        raise DataError(f"cannot read training shard {name} ({one_line(exc)}) after its first {read_before}; "
-                        "repair or replace the file, or set data.on_bad_shard=skip to train on without the rest "
-                        "of it")
-    log.warning("Skipping the rest of training shard %s (%s): only its first %s are used, on every pass; repair "
-                "or replace the file to use it all (data.on_bad_shard=error stops instead)", name, one_line(exc),
-                read_before)
-
-
-def stream_texts(documents: datasets.IterableDataset, text_column: str = "text", on_bad_shard: str = "skip",
-                 batch_size: int = 256) -> Iterator[str]:
-    """The non-blank texts of a stream, shard after shard (the stream's own order), with a shard that fails
-    mid-read handled as ``on_bad_shard`` says: what a tokenizer is trained on."""
-    check_bad_shard_policy(on_bad_shard)
-    n, files = documents.num_shards, shard_files(documents)
-    for j in range(n):
-        name = files[j] if len(files) == n else f"shard {j} of {n}"
-        if len(files) == n and is_json_file(name):
-            try:
-                refuse_null_rows([name])  # a null row would crash the reader, not raise (free_of_null_rows)
-            except DataError as exc:
-                read_failure(exc, name, "0 documents", on_bad_shard)
-                continue
-        reads, texts = documents.shard(n, j).iter(batch_size=batch_size), 0
-        while True:
-            try:
-                batch = next(reads)[text_column]
-            except StopIteration:
-                break
-            except Exception as exc:  # a truncated, mis-encoded or malformed file fails only when it is read
-                read_failure(exc, name, f"{texts} documents", on_bad_shard)
-                break
-            texts += len(batch)
-            yield from (t for t in batch if t and t.strip())
-
-
 class StreamingBlocks(IterableDataset):
     """Rows ``{"input_ids": (max_seq_len,) ids, "mask_seed": key}`` from a stream of documents.
 
@@ -138,16 +67,25 @@ class StreamingBlocks(IterableDataset):
                  world_size: int = 1, holdout: int = 0, passes: int | None = None, docs_per_read: int = 256,
                  on_bad_shard: str = "skip", skipped: set[int] | None = None):
         check_bad_shard_policy(on_bad_shard)
-        self.documents, self.tokenizer, self.text_column = documents, tokenizer, text_column
-        self.max_seq_len, self.shuffle_buffer, self.seed = max_seq_len, max(1, shuffle_buffer), seed
-        self.rank, self.world_size, self.holdout, self.passes = rank, world_size, holdout, passes
-        self.docs_per_read, self.on_bad_shard = docs_per_read, on_bad_shard
+        self.documents = documents
+        self.tokenizer = tokenizer
+        self.text_column = text_column
+        self.max_seq_len = max_seq_len
+        self.shuffle_buffer = max(1, shuffle_buffer)
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.holdout = holdout
+        self.passes = passes
+        self.docs_per_read = docs_per_read
+        self.on_bad_shard = on_bad_shard
         self.skipped = skipped if skipped is not None else set()
         self.null_free: set[int] = set()  # JSON shards scanned for null rows (free_of_null_rows)
         files = shard_files(documents)
         self.files = files if len(files) == documents.num_shards else []
         ids = special_ids(tokenizer)
-        self.cls_id, self.sep_id = ids["cls"], ids["sep"]
+        self.cls_id = ids["cls"]
+        self.sep_id = ids["sep"]
         n = documents.num_shards
         self.by_shard = n % world_size == 0
         if self.by_shard:  # shards rank, rank + world_size, ... (the rule of split_dataset_by_node)

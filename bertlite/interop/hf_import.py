@@ -27,7 +27,7 @@ from bertlite.errors import CheckpointError, ConfigError
 from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, IGNORED, MLM_HEAD, POOLER, TOKEN_CLASSIFIER_HEAD,
                                       HF_NAMES, backbone_names, config_from_hf, normalise_hf_names,
                                       problem_type_from_hf)
-from bertlite.models.config import config_from_dict
+from bertlite.models.config import ModelConfig, config_from_dict
 from bertlite.models.encoder import (BertEncoder, BertForMaskedLM, BertForSequenceClassification,
                                      BertForTokenClassification)
 
@@ -116,9 +116,8 @@ def read_hf_config(path: Path) -> dict:
     return values
 
 
-def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
-    """A bertlite checkpoint (a dict as a checkpoint file holds) built from an HF BERT folder."""
-    folder = Path(folder)
+def _read_config_and_tokenizer(folder: Path) -> tuple[dict, ModelConfig, Tokenizer]:
+    """config.json (raw and as a bertlite config) and the tokenizer, checked to belong together."""
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder} is not a Hugging Face model folder: it has no config.json")
     hf_config = read_hf_config(folder / "config.json")
@@ -128,10 +127,12 @@ def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
         raise ConfigError(f"the tokenizer in {folder} has {tokenizer.get_vocab_size()} tokens but config.json "
                           f"says vocab_size={config.vocab_size}: the vocabulary does not belong to these weights")
     special_ids(tokenizer)  # BERT's special tokens must all be there
+    return hf_config, config, tokenizer
 
-    state = normalise_hf_names(read_hf_weights(folder))
-    kind = _kind(state, hf_config)
-    report = ImportReport(kind)
+
+def _model_for(kind: str, config: ModelConfig, hf_config: dict,
+               state: dict[str, torch.Tensor]) -> tuple[nn.Module, dict[str, str], dict]:
+    """The bertlite model of ``kind``, the map of its parameter names to HF's, and the task's checkpoint meta."""
     names = backbone_names(config.n_layers)
     meta: dict = {}
     if kind == "classification":
@@ -156,8 +157,13 @@ def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
         if pooler:
             names.update(POOLER)
             meta = {"pooler": True}
+    return model, names, meta
 
-    wanted = split_qkv(model.state_dict())  # HF keeps query, key and value apart; loading stacks them again
+
+def _matching_weights(folder: Path, names: dict[str, str], state: dict[str, torch.Tensor],
+                      wanted: dict[str, torch.Tensor], report: ImportReport) -> dict[str, torch.Tensor]:
+    """HF's tensors under bertlite's names, each checked against the shape the config implies. Names the folder
+    lacks go to ``report.missing``; a missing head is allowed, a missing encoder weight is not."""
     weights = {}
     for ours, theirs in names.items():
         if theirs not in state:
@@ -172,15 +178,34 @@ def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
     if backbone_missing:
         raise CheckpointError(f"{folder} lacks encoder weights: {', '.join(backbone_missing[:8])}"
                               f"{' ...' if len(backbone_missing) > 8 else ''}")
+    return weights
+
+
+def _tie_mlm_decoder(state: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> None:
+    """bertlite's MLM head reads the word embeddings; an HF decoder that differs from them cannot be kept."""
+    decoder = state.get("cls.predictions.decoder.weight")
+    embedding = weights["bert.embeddings.token.weight"]
+    if decoder is not None and not torch.equal(decoder.to(torch.float32), embedding):
+        raise CheckpointError("the MLM decoder is not tied to the word embeddings; bertlite's MLM head "
+                              "shares one matrix (tie_word_embeddings=true)")
+    weights["mlm_head.decoder.weight"] = embedding
+
+
+def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
+    """A bertlite checkpoint (a dict as a checkpoint file holds) built from an HF BERT folder."""
+    folder = Path(folder)
+    hf_config, config, tokenizer = _read_config_and_tokenizer(folder)
+    state = normalise_hf_names(read_hf_weights(folder))
+    kind = _kind(state, hf_config)
+    report = ImportReport(kind)
+    model, names, meta = _model_for(kind, config, hf_config, state)
+
+    wanted = split_qkv(model.state_dict())  # HF keeps query, key and value apart; loading stacks them again
+    weights = _matching_weights(folder, names, state, wanted, report)
     used = set(names.values())
     report.unexpected = sorted(k for k in state if k not in used and not IGNORED.search(k))
     if kind == "mlm":
-        decoder = state.get("cls.predictions.decoder.weight")
-        embedding = weights["bert.embeddings.token.weight"]
-        if decoder is not None and not torch.equal(decoder.to(torch.float32), embedding):
-            raise CheckpointError("the MLM decoder is not tied to the word embeddings; bertlite's MLM head "
-                                  "shares one matrix (tie_word_embeddings=true)")
-        weights["mlm_head.decoder.weight"] = embedding
+        _tie_mlm_decoder(state, weights)
 
     model.load_state_dict({**wanted, **weights})  # heads absent from the folder keep their initial values
     checkpoint = {

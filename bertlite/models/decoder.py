@@ -79,7 +79,9 @@ class GPTForSequenceClassification(nn.Module):
 
     def __init__(self, config: GPTConfig, num_labels: int, pooling: str = "last", classifier_dropout: float = 0.1):
         super().__init__()
-        self.config, self.num_labels, self.pooling = config, num_labels, pooling
+        self.config = config
+        self.num_labels = num_labels
+        self.pooling = pooling
         self.gpt = GPTModel(config)
         self.head = ClassificationHead(config.d_model, num_labels, classifier_dropout)
         init_weights(self, config.init_std)

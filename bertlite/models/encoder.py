@@ -129,7 +129,9 @@ class BertForSequenceClassification(nn.Module):
 
     def __init__(self, config: BertConfig, num_labels: int, pooling: str = "cls", classifier_dropout: float = 0.1):
         super().__init__()
-        self.config, self.num_labels, self.pooling = config, num_labels, pooling
+        self.config = config
+        self.num_labels = num_labels
+        self.pooling = pooling
         self.bert = BertModel(config)
         self.head = ClassificationHead(config.d_model, num_labels, classifier_dropout)
         init_weights(self, config.init_std)
@@ -148,7 +150,8 @@ class BertForTokenClassification(nn.Module):
 
     def __init__(self, config: BertConfig, num_labels: int, classifier_dropout: float = 0.1):
         super().__init__()
-        self.config, self.num_labels = config, num_labels
+        self.config = config
+        self.num_labels = num_labels
         self.bert = BertModel(config)
         self.head = TokenClassificationHead(config.d_model, num_labels, classifier_dropout)
         init_weights(self, config.init_std)

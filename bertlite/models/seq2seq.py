@@ -93,7 +93,9 @@ class TransformerForSequenceClassification(nn.Module):
     def __init__(self, config: TransformerConfig, num_labels: int, pooling: str = "last",
                  classifier_dropout: float = 0.1):
         super().__init__()
-        self.config, self.num_labels, self.pooling = config, num_labels, pooling
+        self.config = config
+        self.num_labels = num_labels
+        self.pooling = pooling
         self.transformer = TransformerModel(config)
         self.head = ClassificationHead(config.d_model, num_labels, classifier_dropout)
         init_weights(self, config.init_std)

@@ -135,7 +135,9 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        self.n_heads, self.d_k, self.d_model = n_heads, d_model // n_heads, d_model
+        self.n_heads = n_heads
+        self.d_k = d_model // n_heads
+        self.d_model = d_model
         # W^Q, W^K and W^V (each d_model x d_model, all heads at once) stacked into one (3 d_model x d_model) matrix:
         # self-attention projects queries, keys and values in one matrix multiply instead of three
         self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)

@@ -105,11 +105,18 @@ class TokenThroughput(L.Callback):
         if self._peak:
             values["train/mfu"] = flops_per_sec / self._peak
         pl_module.log_dict(values, on_step=True, on_epoch=False, rank_zero_only=True)
-        self._start, self._tokens, self._samples, self._steps, self._flops = time.perf_counter(), 0, 0, 0, 0.0
+        self._restart_window(time.perf_counter())
+
+    def _restart_window(self, start: float | None) -> None:
+        """Counts begin again from zero, timed from ``start`` (None: from the next training batch)."""
+        self._start = start
+        self._tokens = 0
+        self._samples = 0
+        self._steps = 0
+        self._flops = 0.0
 
     def on_validation_start(self, trainer, pl_module) -> None:
-        # don't count evaluation time
-        self._start, self._tokens, self._samples, self._steps, self._flops = None, 0, 0, 0, 0.0
+        self._restart_window(None)  # don't count evaluation time: the next training batch starts the clock
 
 
 class RunCheckpoint(ModelCheckpoint):

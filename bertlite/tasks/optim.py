@@ -109,8 +109,11 @@ class WarmupDecay:
 
     def __init__(self, warmup_steps: int, total_steps: int, schedule: str = "linear", min_lr_ratio: float = 0.0,
                  start_step: int = 0):
-        self.warmup_steps, self.total_steps, self.schedule = max(1, warmup_steps), total_steps, schedule
-        self.min_lr_ratio, self.start_step = min_lr_ratio, start_step
+        self.warmup_steps = max(1, warmup_steps)
+        self.total_steps = total_steps
+        self.schedule = schedule
+        self.min_lr_ratio = min_lr_ratio
+        self.start_step = start_step
 
     def __call__(self, step: int) -> float:
         return warmup_decay(step - self.start_step, self.warmup_steps, self.total_steps - self.start_step,

@@ -150,7 +150,8 @@ class SaveOnInterrupt(L.Callback):
     shard with data.on_bad_shard=error) saves the checkpoint too, and its message says where."""
 
     def __init__(self, dirpath: str, filename: str = "last"):
-        self.dirpath, self.filename = dirpath, filename
+        self.dirpath = dirpath
+        self.filename = filename
         self._previous_sigint: Any = None
         self._previous_sigterm: Any = None
 
