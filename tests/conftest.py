@@ -16,12 +16,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # here, that is the real stderr; first imported inside a test that captures output (an in-process CLI run), it would
 # be that test's capture stream, closed by the next test, and every later Lightning log line a "Logging error".
 import lightning  # noqa: E402, F401
+import torch  # noqa: E402
 
 # pytest-xdist (-n auto, pyproject.toml) runs one worker per core: each worker, and every process it starts, gets
 # its share of the cores, as more OpenMP threads than cores make every test slower.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    import torch
-
     _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     os.environ["OMP_NUM_THREADS"] = str(_threads)  # inherited by the CLI runs (run_cli)
     torch.set_num_threads(_threads)
@@ -184,3 +183,14 @@ def predictor_checkpoint(model, tokenizer, task: str, **meta) -> dict:
     return {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
             "bertlite": {"task": task, "model_config": dataclasses.asdict(model.config),
                          "tokenizer": tokenizer.to_str(), **meta}}
+
+
+class TableModel(torch.nn.Module):
+    """Logits looked up by token id: a tagger whose output is known in advance."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        return self.table[input_ids]

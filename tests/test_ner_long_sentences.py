@@ -24,7 +24,7 @@ from bertlite.models.config import preset
 from bertlite.models.encoder import BertForTokenClassification
 from bertlite.tasks.entity_metrics import entity_scores
 from bertlite.tasks.token_classification import TokenClassificationTask
-from tests.conftest import predictor_checkpoint
+from tests.conftest import TableModel, predictor_checkpoint
 
 LABELS = ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]
 ENTITY_WORDS = {"Angela": "B-PER", "Merkel": "I-PER", "Paris": "B-LOC", "Kohl": "B-PER", "Vienna": "B-LOC"}
@@ -53,15 +53,6 @@ def table_model(tokenizer, rules: dict[str, str]) -> torch.nn.Module:
         table[piece] = -5.0
         table[piece, LABELS.index(tag)] = 5.0
     return TableModel(table)
-
-
-class TableModel(torch.nn.Module):
-    def __init__(self, table: torch.Tensor):
-        super().__init__()
-        self.table = table
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        return self.table[input_ids]
 
 
 def validation_scores(dm: TokenClassificationDataModule, model: torch.nn.Module, tokenizer,

@@ -19,7 +19,7 @@ from bertlite.inference import TokenClassifier
 from bertlite.models.config import preset
 from bertlite.models.encoder import BertForTokenClassification
 from bertlite.sources import read_checkpoint
-from tests.conftest import predictor_checkpoint, run_cli
+from tests.conftest import TableModel, predictor_checkpoint, run_cli
 
 FIRST = ["Angela", "Peter", "Maria", "Johann", "Kofi", "Boris", "Helmut", "Jacques"]
 LAST = ["Merkel", "Blackburn", "Schmidt", "Annan", "Yeltsin", "Rodriguez", "Kohl", "Chirac"]
@@ -214,17 +214,6 @@ def test_checkpoints_must_carry_label_names(cased_tokenizer, tmp_path):
     with pytest.raises(CheckpointError, match="label_names must be a non-empty list of strings in a "
                                               "token_classification checkpoint"):
         read_checkpoint(tmp_path / "bad.ckpt")
-
-
-class TableModel(torch.nn.Module):
-    """Logits looked up by token id: a tagger whose output is known in advance."""
-
-    def __init__(self, table: torch.Tensor):
-        super().__init__()
-        self.table = table
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        return self.table[input_ids]
 
 
 def test_predict_returns_entities_with_character_offsets(word_tokenizer, tmp_path):
