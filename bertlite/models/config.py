@@ -7,6 +7,7 @@ A config is plain data: it travels inside every checkpoint, so a model can be re
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass
 
@@ -28,7 +29,13 @@ class ModelConfig:
     attention_dropout: float = 0.1
     activation: str = "gelu"
     norm_first: bool = False  # False: post-LN (original Transformer, BERT); True: pre-LN (GPT-2)
-    position: str = "learned"  # or "sinusoidal", or "alibi" (a distance penalty in attention, no position vectors)
+    # or "sinusoidal", or "alibi" (a distance penalty in attention, no position vectors), or "rope" (rotary: queries
+    # and keys of self-attention rotated by their positions, no position vectors)
+    position: str = "learned"
+    rope_theta: float = 10000.0  # position="rope": the base of the rotation frequencies, theta^(-2i/d_k)
+    # position="rope": the base for local-attention layers (ModernBERT: 10,000 local, 160,000 global); null: the same
+    # as rope_theta. Read by layers with local attention; until those exist every layer is global and uses rope_theta.
+    rope_theta_local: float | None = None
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     init_std: float = 0.02
@@ -45,12 +52,24 @@ class ModelConfig:
             raise ValueError(f"{', '.join(bad)}: a model size must be a positive integer")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.position == "rope":
+            self._check_rope()
+
+    def _check_rope(self) -> None:
+        thetas = {"rope_theta": self.rope_theta, "rope_theta_local": self.rope_theta_local}
+        bad = [f"{name}={value}" for name, value in thetas.items() if value is not None and not value > 1]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: a rotary base must be a number above 1 (10000 is usual)")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"position=rope needs an even head size; d_model={self.d_model} / "
+                             f"n_heads={self.n_heads} = {self.d_model // self.n_heads}")
 
     def stack_kwargs(self) -> dict:
         """The ``TransformerStack`` arguments every architecture takes from its config."""
         return dict(d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff, dropout=self.dropout,
                     attention_dropout=self.attention_dropout, activation=self.activation,
                     norm_first=self.norm_first, layer_norm_eps=self.layer_norm_eps, alibi=self.position == "alibi",
+                    rope_theta=self.rope_theta if self.position == "rope" else None,
                     gradient_checkpointing=self.gradient_checkpointing)
 
 
@@ -162,7 +181,11 @@ PLAIN_TYPES = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}  # 
 
 def value_type_problem(value, expected) -> str | None:
     """Why ``value`` does not fit a field annotated ``expected`` (int, float, str, bool or a list of these), or
-    None when it fits. An int fits a float field; a bool fits neither (True is no number here)."""
+    None when it fits. An int fits a float field; a bool fits neither (True is no number here). An optional field
+    (``float | None``) also takes None."""
+    if isinstance(expected, types.UnionType) or typing.get_origin(expected) is typing.Union:
+        (inner,) = [a for a in typing.get_args(expected) if a is not type(None)]  # X | None: one type and None
+        return None if value is None else value_type_problem(value, inner)
     if typing.get_origin(expected) is list:
         if not isinstance(value, list):
             return f"is a {type(value).__name__}, not a list"

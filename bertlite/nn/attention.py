@@ -12,6 +12,7 @@ their boundaries (see ``bertlite.nn.packing``).
 
 Masks are boolean and broadcast to (B, n_heads, T_q, T_k): True means "may attend". A bias (ALiBi's
 distance penalty) is a float tensor that broadcasts alike and is added to the scores before the softmax.
+Rotary positions (``bertlite.nn.rotary``) rotate the queries and keys of self-attention before either path.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from bertlite.nn.packing import PackedSequences
 from bertlite.nn.positional import alibi_bias, alibi_slopes
+from bertlite.nn.rotary import RotaryEmbedding
 
 CPU_UPCAST_DTYPES = (torch.bfloat16, torch.float16)  # attention_fused computes these in fp32 on a CPU
 
@@ -129,9 +131,12 @@ class MultiHeadAttention(nn.Module):
     Set ``record_weights = True`` to run the reference path and keep ``attention_weights``.
     A ``PackedSequences`` in place of the mask means x holds only the real tokens of a padded batch, (N, C).
     alibi=True (self-attention only) adds ALiBi's distance penalty to every head's scores.
+    rope_theta (self-attention only) rotates queries and keys by their positions (rotary embeddings with that
+    base); None: no rotation. Positions are absolute: a cached prefix of n tokens puts the new ones at n, n+1, ..
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, alibi: bool = False):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, alibi: bool = False,
+                 rope_theta: float | None = None):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
@@ -146,6 +151,7 @@ class MultiHeadAttention(nn.Module):
         self.alibi = alibi
         if alibi:
             self.register_buffer("alibi_slopes", alibi_slopes(n_heads), persistent=False)  # (h,)
+        self.rotary = None if rope_theta is None else RotaryEmbedding(self.d_k, rope_theta)
         self.record_weights = False
         self.attention_weights: Tensor | None = None
 
@@ -192,16 +198,17 @@ class MultiHeadAttention(nn.Module):
             return self.forward_packed(x, mask)
         b, t, c = x.shape
         if context is not None and cache is not None and "k" in cache:
-            q = self._project(x, slice(0, self.d_model))
+            q = self.split_heads(self._project(x, slice(0, self.d_model)))  # (B, h, T, d_k)
             k, v = cache["k"], cache["v"]  # cross-attention: the encoder output does not change
         else:
-            q, k, v = self.project(x, context)
-            k, v = self.split_heads(k), self.split_heads(v)  # (B, h, T_k, d_k)
+            q, k, v = (self.split_heads(p) for p in self.project(x, context))  # (B, h, T, d_k), (B, h, T_k, d_k) x 2
+            if self.rotary is not None and context is None:  # the cache holds keys already rotated
+                past = cache["k"].size(2) if cache is not None and "k" in cache else 0
+                q, k = self.rotary(q, k, torch.arange(past, past + t, device=x.device))  # positions (T,)
             if cache is not None:
                 if context is None and "k" in cache:  # self-attention: extend the cached prefix
                     k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
                 cache["k"], cache["v"] = k, v
-        q = self.split_heads(q)  # (B, h, T, d_k)
         bias = alibi_bias(self.alibi_slopes, t, k.size(2)) if self.alibi else None  # (h, T, T_k)
         out = self.attend(q, k, v, mask, causal, bias)
         out = out.transpose(1, 2).reshape(b, t, c)  # (B, h, T, d_k) -> (B, T, C): concatenate the heads
@@ -222,12 +229,16 @@ class MultiHeadAttention(nn.Module):
         n, c = x.shape
         if packed.nested and not (self.alibi or self.record_weights):
             q, k, v = (p.view(n, self.n_heads, self.d_k) for p in self.project(x))  # 3 x (N, h, d_k)
+            if self.rotary is not None:  # each token at its column of the padded batch: (N,) -> (N, 1), per head
+                q, k = self.rotary(q, k, packed.positions()[:, None])
             out = attention_varlen(q, k, v, packed, self.dropout if self.training else 0.0)
             return self.out_proj(out.reshape(n, c))  # concatenate the heads
         # back to (B, T, 3C) for attention alone: the projections run on the real tokens only
         qkv = packed.pad(self.qkv_proj(x))
         q, k, v = (self.split_heads(p) for p in qkv.split(self.d_model, dim=-1))  # 3 x (B, h, T, d_k)
         b, _, t, _ = q.shape
+        if self.rotary is not None:
+            q, k = self.rotary(q, k, torch.arange(t, device=x.device))  # positions (T,), as on the padded path
         bias = alibi_bias(self.alibi_slopes, t, t) if self.alibi else None  # (h, T, T)
         out = self.attend(q, k, v, packed.key_mask, bias=bias).transpose(1, 2).reshape(b, t, c)  # concatenate heads
         return self.out_proj(packed.pack(out))  # (N, C)

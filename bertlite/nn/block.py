@@ -31,11 +31,13 @@ class TransformerBlock(nn.Module):
         cross_attention: bool = False,
         bias: bool = True,
         alibi: bool = False,
+        rope_theta: float | None = None,
     ):
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias, alibi)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias, alibi, rope_theta)
         self.self_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        # cross-attention never rotates: its keys are positions of another sequence (the encoder's)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias) if cross_attention else None
         self.cross_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if cross_attention else None
         self.feed_forward = FeedForward(d_model, d_ff, activation, dropout=0.0, bias=bias)

@@ -1,5 +1,5 @@
 """Input embeddings: token + position (+ token type / segment), then LayerNorm and dropout as in BERT.
-With ALiBi positions there is no position term: attention adds the distance bias itself."""
+With ALiBi or rotary positions there is no position term: attention sees positions itself."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class TransformerEmbeddings(nn.Module):
             raise ValueError(f"sequence of {start + t} tokens is longer than max_seq_len={self.max_len}")
         positions = torch.arange(start, start + t, device=input_ids.device)  # (T,)
         x = self.token(input_ids) * self.scale  # (B, T, C)
-        if self.position is not None:  # ALiBi has no position vectors: attention sees distances instead
+        if self.position is not None:  # ALiBi and RoPE have no position vectors: attention sees positions instead
             x = x + self.position(positions)  # (B, T, C) + (T, C)
         if self.token_type is not None:
             if token_type_ids is None:

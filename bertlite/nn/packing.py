@@ -40,6 +40,12 @@ class PackedSequences:
     def batch_shape(self) -> tuple[int, int]:
         return self.key_mask.size(0), self.key_mask.size(-1)  # (B, T)
 
+    def positions(self) -> Tensor:
+        """(N,) each real token's column in the padded (B, T) batch: with right padding, each sentence counts from
+        0 again. The padded path's positions, so that rotary positions agree on both paths (and with HF's unpadding
+        of position_ids)."""
+        return self.index % self.batch_shape[1]
+
     def pack(self, x: Tensor) -> Tensor:
         """(B, T, ...) -> (N, ...): the real tokens only."""
         return x.flatten(0, 1).index_select(0, self.index)

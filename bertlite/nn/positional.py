@@ -4,6 +4,8 @@ Added to the token embeddings: fixed sinusoidal encodings (Vaswani et al., 3.5) 
 Or, instead of either, ALiBi (Press et al., 2022): no position vectors at all; each attention head subtracts
 slope_h * |i - j| from the score of query i for key j, so from the first step a head prefers nearby tokens,
 some heads sharply (large slopes), others barely (MosaicBERT uses it in an encoder).
+Or rotary embeddings (RoPE, Su et al., 2021; ``bertlite.nn.rotary``): no position vectors either; self-attention
+rotates each query and key by its position (ModernBERT, Llama).
 """
 
 from __future__ import annotations
@@ -74,15 +76,16 @@ def alibi_bias(slopes: Tensor, t_q: int, t_k: int) -> Tensor:
     return -slopes[:, None, None] * distance  # (h, 1, 1) * (T_q, T_k) -> (h, T_q, T_k)
 
 
-POSITIONS = ("learned", "sinusoidal", "alibi")
+POSITIONS = ("learned", "sinusoidal", "alibi", "rope")
 
 
 def positional_encoding(kind: str, max_len: int, d_model: int) -> nn.Module | None:
-    """The module whose output is added to the token embeddings; None for ALiBi, which biases attention instead."""
+    """The module whose output is added to the token embeddings; None for ALiBi and rotary positions, which act in
+    attention instead."""
     if kind == "sinusoidal":
         return SinusoidalPositionalEncoding(max_len, d_model)
     if kind == "learned":
         return LearnedPositionalEmbedding(max_len, d_model)
-    if kind == "alibi":
+    if kind in ("alibi", "rope"):
         return None
     raise ValueError(f"unknown position encoding {kind!r}; choose one of {', '.join(POSITIONS)}")
