@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from bertlite.atomic import write_atomically
-from bertlite.errors import CheckpointError
+from bertlite.data.special_tokens import SpecialTokens
+from bertlite.errors import CheckpointError, ConfigError
 from bertlite.models.config import config_from_dict, value_type_problem
 
 TASK_HINTS = {
@@ -142,6 +143,11 @@ def check_section(path, checkpoint: dict[str, Any]) -> None:
         json.loads(section["tokenizer"])
     except ValueError:
         raise CheckpointError(f"{damaged}: bertlite.tokenizer is not a tokenizer's JSON") from None
+    if section.get("special_tokens") is not None:  # the roles of its special tokens; absent in older checkpoints
+        try:
+            SpecialTokens.from_dict(section["special_tokens"], f"{damaged}: bertlite.special_tokens")
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)[:300]) from None
     labels = section.get("label_names")
     if section["task"] in LABELLED_TASKS and (
             not isinstance(labels, (list, tuple)) or not labels or not all(isinstance(x, str) for x in labels)):

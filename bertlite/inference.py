@@ -9,6 +9,7 @@
     gpt.generate("It was a dark and", max_new_tokens=40, temperature=0.8, top_k=50)
     mlm = bertlite.load("runs/pretrain/checkpoints/last.ckpt")
     mlm.fill_mask("The capital of France is [MASK].")           # -> [{"token", "score", "sequence"}, ...]
+    mlm.mask_token                                              # the text to write: [MASK], or <mask> (RoBERTa)
     ner = bertlite.load("runs/conll2003/checkpoints/best.ckpt")
     ner.predict(["Angela Merkel visited Paris ."])  # -> [[{"type": "PER", "text": "Angela Merkel", "start": 0, ...}]]
 
@@ -29,7 +30,8 @@ from bertlite.checkpoints import model_state
 from bertlite.data.batching import pad_batch
 from bertlite.data.encoding import encode_texts, truncating
 from bertlite.data.entities import get_entities
-from bertlite.data.tokenizer import MASK, special_ids, tokenizer_from_json
+from bertlite.data.special_tokens import special_id, special_tokens
+from bertlite.data.tokenizer import tokenizer_from_section
 from bertlite.data.word_windows import (SPECIAL_TOKENS, pieces_by_word, plan_windows, resolve_stride, scored_words,
                                         window_pieces)
 from bertlite.errors import BertliteError, CheckpointError, ConfigError
@@ -37,7 +39,7 @@ from bertlite.models.config import config_from_dict
 from bertlite.models.encoder import BertEncoder, BertForMaskedLM, BertForTokenClassification
 from bertlite.models.heads import pool
 from bertlite.models.registry import PRETRAINING_MODELS, build_classifier
-from bertlite.positions import sequence_lengths
+from bertlite.positions import sequence_lengths, warn_if_extrapolating
 from bertlite.precision import check_compile, compile_model, resolve_compile, resolve_dtype
 from bertlite.sources import read_checkpoint
 
@@ -63,7 +65,7 @@ class Predictor:
         meta = checkpoint["bertlite"]
         self.meta = meta
         self.config = config_from_dict(meta["model_config"])
-        self.tokenizer: Tokenizer = tokenizer_from_json(meta["tokenizer"])
+        self.tokenizer: Tokenizer = tokenizer_from_section(meta)
         if self.tokenizer.get_vocab_size() != self.config.vocab_size:
             raise CheckpointError(f"the checkpoint's tokenizer has {self.tokenizer.get_vocab_size()} tokens but its "
                                   f"model {self.config.vocab_size}: the checkpoint is inconsistent")
@@ -79,7 +81,7 @@ class Predictor:
         self.model.to(self.device, self.dtype).eval()
         if self.compiled:
             compile_model(self.model)
-        self.pad_id = special_ids(self.tokenizer)["pad"]
+        self.pad_id = special_id(self.tokenizer, "pad", "batching texts for the model")
         lengths = sequence_lengths("predict", self.config, meta.get("max_seq_len"),
                                    trained_len=meta.get("trained_seq_len"))
         self.max_positions = lengths.max_positions  # the longest input: learned positions only as far as trained
@@ -91,7 +93,8 @@ class Predictor:
         from bertlite.model_folder import save_model_folder
 
         state = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        return save_model_folder({"state_dict": state, "bertlite": self.meta}, folder, overwrite)
+        meta = {**self.meta, "special_tokens": special_tokens(self.tokenizer).to_dict()}  # the roles, stated
+        return save_model_folder({"state_dict": state, "bertlite": meta}, folder, overwrite)
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -109,8 +112,11 @@ class Predictor:
     def encode_inputs(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list:
         """The texts' encodings, truncated to the model's length; empty texts are an error."""
         check_texts(texts, pairs)
-        return encode_texts(truncating(self.tokenizer, self.max_seq_len), [str(t) for t in texts],
-                            None if pairs is None else [str(p) for p in pairs])
+        encodings = encode_texts(truncating(self.tokenizer, self.max_seq_len), [str(t) for t in texts],
+                                 None if pairs is None else [str(p) for p in pairs])
+        warn_if_extrapolating(self.config, max((len(e.ids) for e in encodings), default=0),
+                              self.meta.get("trained_seq_len"))
+        return encodings
 
 
 def check_texts(texts: Sequence[str], pairs: Sequence[str] | None = None) -> None:
@@ -211,22 +217,28 @@ class TokenClassifier(Predictor):
         pieces = pieces_by_word(encoding.ids, encoding.word_ids, n_words)
         counts = [len(p) for p in pieces]
         windows = plan_windows(counts, self.max_seq_len, stride)
-        ids = special_ids(self.tokenizer)
+        purpose = "token classification (every window of words starts and ends with them)"
+        cls_id = special_id(self.tokenizer, "cls", purpose)
+        sep_id = special_id(self.tokenizer, "sep", purpose)
         rows = []
         for window, scored in zip(windows, scored_words(windows, counts)):
             window_ids, words = window_pieces(window, pieces, self.max_seq_len)
             first = {w: pos for pos, w in reversed(list(enumerate(words, 1)))}  # after [CLS]
-            rows.append({"input_ids": [ids["cls"], *window_ids, ids["sep"]],
+            rows.append({"input_ids": [cls_id, *window_ids, sep_id],
                          "token_type_ids": [0] * (len(window_ids) + SPECIAL_TOKENS), "text": text,
                          "scored": [(first[w], w) for w in scored]})
         return rows
 
     def words_of(self, text: str, encoding, tagged: dict[int, tuple[int, float]]) -> list[dict]:
-        """The words of a text with their character offsets, in order, and the tags found for them."""
+        """The words of a text with their character offsets, in order, and the tags found for them. A byte-level
+        BPE's first piece of a word holds the space before it (Ġ), which is no part of the word."""
         spans: dict[int, list[int]] = {}
         for w, (start, end) in zip(encoding.word_ids, encoding.offsets):
             if w is not None:
                 spans.setdefault(w, [start, end])[1] = end
+        for span in spans.values():
+            while span[0] < span[1] and text[span[0]].isspace():
+                span[0] += 1
         return [{"start": start, "end": end, "word": text[start:end], "tag": self.labels[tagged[w][0]],
                  "score": tagged[w][1]} for w, (start, end) in sorted(spans.items())]
 
@@ -251,19 +263,26 @@ class MaskedLM(Predictor):
     def build_model(self) -> BertForMaskedLM:
         return BertForMaskedLM(self.config)
 
+    @property
+    def mask_token(self) -> str:
+        """The text that marks a blank: the tokenizer's own mask token ([MASK] for BERT, <mask> for RoBERTa)."""
+        special_id(self.tokenizer, "mask", "fill_mask")  # a tokenizer without one: the error says how to name it
+        return special_tokens(self.tokenizer).mask
+
     @torch.inference_mode()
     def fill_mask(self, text: str, top_k: int = 5) -> list[dict] | list[list[dict]]:
-        """The top_k tokens for each [MASK] in ``text``: a list of {token, score, sequence} (a list per mask
-        when there are several)."""
-        mask_id = self.tokenizer.token_to_id(MASK)
+        """The top_k tokens for each mask token (``self.mask_token``: [MASK], <mask>) in ``text``: a list of
+        {token, score, sequence} (a list per mask when there are several)."""
+        mask = self.mask_token
+        mask_id = self.tokenizer.token_to_id(mask)
         encoding = self.tokenizer.encode(text)
         if len(encoding.ids) > self.max_positions:
             raise BertliteError(f"the text has {len(encoding.ids)} tokens; the model was trained on at most "
-                                f"{self.max_positions}: shorten it around the {MASK}")
+                                f"{self.max_positions}: shorten it around the {mask}")
         ids = torch.tensor([encoding.ids], device=self.device)
         positions = (ids[0] == mask_id).nonzero().flatten()
         if len(positions) == 0:
-            raise BertliteError(f"no {MASK} token in the text: {text!r}")
+            raise BertliteError(f"no {mask} token in the text: {text!r} (this model's mask token is {mask})")
         probs = self.model(ids, mlm_positions=positions).logits.float().softmax(-1)  # (n_masks, V)
         results = []
         for row, pos in zip(probs, positions.tolist()):
@@ -291,19 +310,20 @@ class TextGenerator(Predictor):
                  top_p: float | None = None, greedy: bool = False, use_cache: bool = True,
                  seed: int | None = None, stop_at_sep: bool = True) -> str:
         """The generated text. GPT: the prompt and its continuation; encoder-decoder: the decoder's output.
-        Every training document ended with [SEP], so generation stops there (``stop_at_sep=False`` goes on into
-        new documents, up to ``max_new_tokens``)."""
-        ids = special_ids(self.tokenizer)
+        Every training document ended with [SEP] (</s>), so generation stops there (``stop_at_sep=False`` goes on
+        into new documents, up to ``max_new_tokens``)."""
+        cls_id = special_id(self.tokenizer, "cls", "generation (every training block began with it)")
+        sep_id = special_id(self.tokenizer, "sep", "generation (every training document ended with it)")
         generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
         options = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, use_cache=use_cache,
-                       eos_id=ids["sep"] if stop_at_sep else None, generator=generator)
+                       eos_id=sep_id if stop_at_sep else None, generator=generator)
         if self.config.arch == "gpt":
             prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
-            tokens = torch.tensor([[ids["cls"], *prompt_ids]], device=self.device)  # [CLS] began every block
+            tokens = torch.tensor([[cls_id, *prompt_ids]], device=self.device)  # [CLS] began every block
             out = self.model.generate(tokens, max_new_tokens, max_len=self.max_positions, **options)
         else:
             src = torch.tensor([self.tokenizer.encode(prompt).ids[: self.max_positions]], device=self.device)
-            out = self.model.generate(src, ids["cls"], max_new_tokens, max_len=self.max_positions, **options)
+            out = self.model.generate(src, cls_id, max_new_tokens, max_len=self.max_positions, **options)
         return self.tokenizer.decode(out[0].tolist())
 
 

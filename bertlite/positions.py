@@ -9,6 +9,9 @@ Each length has one name:
 - the truncation length, ``data.max_seq_len`` (recorded as ``max_seq_len`` in fine-tuned checkpoints): texts are
   cut to it;
 - and from them ``max_positions``: the longest input the model takes.
+
+Rotary positions have no table to run out of: a rotary model takes longer inputs than it was trained on (the
+rotations extrapolate, less well the further they go), with one warning (``warn_if_extrapolating``).
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ def sequence_lengths(stage: Stage, config: ModelConfig, data_len: int | None, *,
                          ", new learned rows start as copies of the trained ones" if learned else "")
                 model_len = data_len
             trained_len = max(data_len, trained_len or 0)
+        if config.position == "rope" and source is not None:
+            warn_if_extrapolating(config, data_len, trained_len)
+            model_len = max(model_len, data_len)  # no table to outgrow
         if data_len > model_len and source is None:
             raise ConfigError(f"data.max_seq_len={data_len} exceeds model.max_seq_len={model_len}; lower the first "
                               "or raise the second")
@@ -87,3 +93,19 @@ def sequence_lengths(stage: Stage, config: ModelConfig, data_len: int | None, *,
     else:  # a checkpoint's recorded length, within what the model takes
         truncation = max_positions if data_len is None else min(data_len, max_positions)
     return SequenceLengths(model_len, trained_len, max_positions, truncation)
+
+
+_warned_lengths: set[tuple[int, int]] = set()
+
+
+def warn_if_extrapolating(config: ModelConfig, length: int, trained_len: int | None) -> bool:
+    """Log once (per trained length and per the first length past it) that a rotary model is asked for ``length``
+    tokens, more than training reached (``trained_len``; not recorded: ``config.max_seq_len``). True if it is."""
+    limit = trained_len or config.max_seq_len
+    if config.position != "rope" or length <= limit:
+        return False
+    if not any(seen == limit for seen, _ in _warned_lengths):
+        _warned_lengths.add((limit, length))
+        log.warning("%d tokens, but this rotary-position model was trained on at most %d: rotary positions "
+                    "extrapolate, with some loss of quality the further past the trained length", length, limit)
+    return True

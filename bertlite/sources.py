@@ -2,7 +2,7 @@
 
     read_checkpoint("runs/sst2/checkpoints/best.ckpt")  # a checkpoint file (bertlite.checkpoints)
     read_checkpoint("my-model/")                        # a model folder (bertlite.model_folder)
-    read_checkpoint("hf:/path/to/hf_bert_folder")       # a Hugging Face BERT folder (bertlite.interop)
+    read_checkpoint("hf:/path/to/hf_folder")            # a Hugging Face BERT, RoBERTa or ModernBERT folder
 
 Each comes back as the same checkpoint dict (a ``bertlite`` section and a ``state_dict``), checked
 the same way by ``checkpoints.check_checkpoint``. ``bertlite.load``, ``pretrained=``, ``init_from=``,
@@ -17,10 +17,10 @@ from typing import Any
 
 from bertlite.checkpoints import check_checkpoint, read_checkpoint_file
 from bertlite.errors import CheckpointError
-from bertlite.interop import import_hf_bert
+from bertlite.interop import import_hf
 from bertlite.model_folder import CONFIG, is_model_folder, read_model_folder
 
-HF_PREFIX = "hf:"  # hf:<folder> names a Hugging Face BERT folder, imported on the fly
+HF_PREFIX = "hf:"  # hf:<folder> names a Hugging Face folder (BERT, RoBERTa, ModernBERT), imported on the fly
 
 
 def read_checkpoint(source: str | Path, expect_task: str | tuple[str, ...] | None = None,
@@ -31,7 +31,7 @@ def read_checkpoint(source: str | Path, expect_task: str | tuple[str, ...] | Non
     (a task name or a tuple of them; None: any task). ``trust`` unpickles a checkpoint file fully,
     for the user's own files only."""
     if str(source).startswith(HF_PREFIX):
-        checkpoint, report = import_hf_bert(str(source)[len(HF_PREFIX):])
+        checkpoint, report = import_hf(str(source)[len(HF_PREFIX):])
         report.log()
     elif Path(source).is_dir():
         checkpoint = _read_folder(source)
@@ -45,7 +45,7 @@ def _read_folder(folder: str | Path) -> dict[str, Any]:
     """A bertlite model folder; errors name it as the user spelt it (a trailing slash kept)."""
     if not is_model_folder(folder):
         has_config = (Path(folder) / CONFIG).is_file()
-        hint = f"; for a Hugging Face BERT folder give {HF_PREFIX}{folder}" if has_config else ""
+        hint = f"; for a Hugging Face folder give {HF_PREFIX}{folder}" if has_config else ""
         raise CheckpointError(f"{folder} is a folder but not a bertlite model folder (its config.json "
                               f"must have format: bertlite-model-folder){hint}")
     return read_model_folder(folder)

@@ -1,4 +1,5 @@
-"""python -m scripts.benchmark --quick runs every section end to end and writes well-formed JSON.
+"""python -m scripts.benchmark --quick runs its default sections (bertlite against transformers) end to end and
+writes well-formed JSON; the modern section (bertlite against itself) runs in process on a tiny corpus.
 
 No timing assertions: timings belong in the benchmark's own output, never in tests.
 """
@@ -17,7 +18,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("BERTLITE_DATA_DIR", REPO.parent / "shared" / "data"))
-SECTIONS = {"mlm", "finetune", "inference", "clm", "loader"}
+SECTIONS = {"mlm", "finetune", "inference", "clm", "loader"}  # the default: every section against transformers
 
 pytest.importorskip("transformers")
 
@@ -116,3 +117,32 @@ def test_whole_case_takes_turns_with_its_partner_step_by_step():
     assert order == (["bare"] * 2 + ["bare", "fit"] * 3) * 2  # the bare rounds, then the fit taking turns
     assert whole["of_interleaved"] == pytest.approx(2.0) and whole["step_rates"] == [20, 25, 20] * 2
     assert "of_interleaved" not in bare and bare["step_rates"] == [10] * 4
+
+
+def test_modern_section_times_both_recipes_and_what_local_attention_pays(tmp_path, monkeypatch, tiny_corpus):
+    """--sections modern: modernbert-mini's MLM step against bert-mini's, each configured by its experiment, and
+    inference with local attention against the same model all global and against bert-mini, paired round by round;
+    the local layers' FLOPs are counted as local."""
+    from bertlite.data.tokenizer import train_wordpiece
+    from scripts.benchmark import modern, text
+    from scripts.benchmark.__main__ import parse_args
+    from scripts.benchmark.harness import Env
+
+    monkeypatch.setattr(text, "WORK", tmp_path)  # the corpus the pretraining blocks are cut from
+    (tmp_path / "corpus.txt").write_text(tiny_corpus.read_text())
+    args = parse_args(["--quick", "--no-memory", "--sections", "modern", "--device", "cpu", "--precision", "fp32"])
+    args.steps, args.warmup = 1, 0  # two rounds of one step each: enough to pair them
+    tokenizer = train_wordpiece(tiny_corpus.read_text().splitlines(), vocab_size=300)
+    (train_title, _, training), (inference_title, _, inference) = modern.modern_sections(Env(args), tokenizer)
+
+    assert "modernbert-mini vs bert-mini" in train_title and "64 tokens" in inference_title
+    classic, ours = training
+    assert classic["case"].startswith("bert-mini, experiment=gutenberg_mini") and classic["reference"]
+    assert ours["case"].startswith("modernbert-mini, experiment=modern_mini") and "local 16 in 1 of 2" in ours["case"]
+    assert ours["ratio"] > 0 and len(ours["step_rates"]) == args.reps * args.steps
+    local, every_global, bert = inference
+    assert every_global["reference"] and "every layer global" in every_global["case"]
+    assert local["ratio"] > 0 and local["vs_classic"] > 0 and "bert-mini" in local["note"]
+    assert bert["case"].startswith("bert-mini") and not bert["reference"]
+    flops = {row["case"]: row["tflops_per_sec"] / row["median"] for row in inference}  # per token
+    assert flops[local["case"]] < flops[every_global["case"]]  # the local layer scores 17 keys, not 64

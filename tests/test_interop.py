@@ -11,7 +11,7 @@ import torch
 from bertlite.data.tokenizer import load_tokenizer
 from bertlite.errors import CheckpointError, ConfigError
 from bertlite.inference import load
-from bertlite.interop import export_hf_bert, import_hf_bert
+from bertlite.interop import export_hf, import_hf
 from bertlite.models.registry import PRETRAINING_MODELS
 from tests.conftest import run_cli
 from tests.test_cli_finetune import TINY_FINETUNE
@@ -65,7 +65,7 @@ def test_import_matches_transformers(hf_class, bin_format, tokenizer_dir, tmp_pa
     torch.manual_seed(1)
     hf = getattr(transformers, hf_class)(tiny_hf_config(vocab)).eval()
     folder = save_hf(hf, tmp_path / hf_class, tokenizer_dir, bin_format)
-    checkpoint, report = import_hf_bert(folder)
+    checkpoint, report = import_hf(folder)
     assert report.task == {"BertModel": "encoder", "BertForMaskedLM": "mlm",
                            "BertForSequenceClassification": "classification"}[hf_class]
     assert report.missing == []
@@ -92,10 +92,10 @@ def test_bert_model_with_a_pooler_survives_from_hf_then_to_hf_bit_for_bit(tokeni
     torch.manual_seed(2)
     hf = transformers.BertModel(tiny_hf_config(vocab)).eval()
     folder = save_hf(hf, tmp_path / "encoder", tokenizer_dir, False)
-    checkpoint, _ = import_hf_bert(folder)
+    checkpoint, _ = import_hf(folder)
     ckpt = tmp_path / "encoder.ckpt"
     torch.save(checkpoint, ckpt)
-    out = export_hf_bert(ckpt, tmp_path / "exported")
+    out = export_hf(ckpt, tmp_path / "exported")
     original, exported = hf.state_dict(), transformers.BertModel.from_pretrained(out).state_dict()
     assert "pooler.dense.weight" in exported
     assert original.keys() == exported.keys()
@@ -131,7 +131,7 @@ def test_import_pretraining_folder_sharded_and_old_names(tokenizer_dir, tmp_path
     with torch.no_grad():
         theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).prediction_logits
     for folder in (sharded, old):
-        checkpoint, report = import_hf_bert(folder)
+        checkpoint, report = import_hf(folder)
         assert report.task == "mlm" and report.missing == []
         assert {"cls.seq_relationship.weight", "bert.pooler.dense.weight"} <= set(report.unexpected)
         with torch.no_grad():
@@ -141,7 +141,7 @@ def test_import_pretraining_folder_sharded_and_old_names(tokenizer_dir, tmp_path
 
 def test_export_mlm_matches_transformers(pretrain_run, tmp_path):
     ckpt = pretrain_run / "checkpoints" / "last.ckpt"
-    out = export_hf_bert(ckpt, tmp_path / "exported")
+    out = export_hf(ckpt, tmp_path / "exported")
     hf = transformers.BertForMaskedLM.from_pretrained(out).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
     mlm = load(ckpt)
@@ -198,10 +198,13 @@ def test_convert_cli_from_hf(tokenizer_dir, tmp_path):
 
 
 # --- bad input: one clear error each -----------------------------------------------------------------------
-def test_not_bert_folder_is_refused(tmp_path):
+def test_a_folder_of_an_architecture_bertlite_does_not_read_names_those_it_reads(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
-    with pytest.raises(ConfigError, match="gpt2.*BERT models only"):
-        import_hf_bert(tmp_path)
+    with pytest.raises(CheckpointError, match=r"'gpt2' model.*reads these Hugging Face architectures: "
+                                              r"bert \(BertForSequenceClassification.*roberta \(Roberta"):
+        import_hf(tmp_path)
+    result = run_cli("bertlite.cli.convert", "from-hf", str(tmp_path), f"out={tmp_path / 'x.ckpt'}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "roberta" in result.stderr
 
 
 def test_truncated_weights_file(tokenizer_dir, tmp_path):
@@ -210,7 +213,7 @@ def test_truncated_weights_file(tokenizer_dir, tmp_path):
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
-        import_hf_bert(folder)
+        import_hf(folder)
     result = run_cli("bertlite.cli.convert", "from-hf", str(folder), f"out={tmp_path / 'x.ckpt'}")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
@@ -219,7 +222,7 @@ def test_vocab_and_embedding_size_mismatch(tokenizer_dir, tmp_path):
     vocab = load_tokenizer(tokenizer_dir / "tokenizer.json").get_vocab_size()
     folder = save_hf(transformers.BertModel(tiny_hf_config(vocab + 7)), tmp_path / "hf", tokenizer_dir)
     with pytest.raises(ConfigError, match=f"{vocab} tokens but config.json says vocab_size={vocab + 7}"):
-        import_hf_bert(folder)
+        import_hf(folder)
 
 
 def test_weight_shape_mismatch(tokenizer_dir, tmp_path):
@@ -228,18 +231,21 @@ def test_weight_shape_mismatch(tokenizer_dir, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
     with pytest.raises(CheckpointError, match=r"intermediate.dense.weight has shape \(64, 32\).*\(48, 32\)"):
-        import_hf_bert(folder)
+        import_hf(folder)
 
 
 @pytest.mark.parametrize("change, message", [({"norm_first": True}, "pre-LN"),
-                                             ({"position": "sinusoidal"}, "position='sinusoidal'")])
+                                             ({"position": "sinusoidal"}, "position='sinusoidal'"),
+                                             ({"bias": False}, "bias=False"),
+                                             ({"local_attention": 8, "global_attn_every_n_layers": 2},
+                                              "local_attention=8")])
 def test_export_refuses_options_without_hf_equivalent(pretrain_run, tmp_path, change, message):
     checkpoint = torch.load(pretrain_run / "checkpoints" / "last.ckpt", weights_only=False)
     checkpoint["bertlite"]["model_config"].update(change)
     path = tmp_path / "changed.ckpt"
     torch.save(checkpoint, path)
     with pytest.raises(ConfigError, match=message):
-        export_hf_bert(path, tmp_path / "out")
+        export_hf(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -257,4 +263,4 @@ def test_export_refuses_gpt(tmp_path):
                 "bertlite": {"task": "clm", "model_config": dataclasses.asdict(config),
                              "tokenizer": tokenizer.to_str()}}, path)
     with pytest.raises(CheckpointError, match="causal-LM"):
-        export_hf_bert(path, tmp_path / "out")
+        export_hf(path, tmp_path / "out")

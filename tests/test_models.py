@@ -119,9 +119,10 @@ def test_presets(name, layers, hidden):
     assert cfg.n_heads == hidden // 64 and cfg.d_ff == 4 * hidden
 
 
-def test_six_presets_per_architecture():
+def test_six_presets_per_architecture_and_four_modernberts():
     sizes = ["tiny", "mini", "small", "medium", "base", "large"]
-    assert set(PRESETS) == {f"{arch}-{size}" for arch in ("bert", "gpt", "transformer") for size in sizes}
+    classic = {f"{arch}-{size}" for arch in ("bert", "gpt", "transformer") for size in sizes}
+    assert set(PRESETS) == classic | {f"modernbert-{size}" for size in ("tiny", "mini", "base", "large")}
 
 
 def test_preset_overrides_do_not_mutate_the_preset():

@@ -106,3 +106,11 @@ def test_embeddings_reject_too_long_sequences():
         emb(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(ValueError):
         emb(torch.zeros(1, 7, dtype=torch.long), start=10)
+
+
+def test_extending_an_offset_table_keeps_the_offset_rows_and_repeats_the_positions_only():
+    from bertlite.nn.positional import extend_learned_positions
+
+    table = torch.arange(6.0)[:, None]  # RoBERTa-style: rows 0 and 1 sit before the first position (offset 2)
+    extended = extend_learned_positions(table, 10, offset=2)
+    assert extended[:, 0].tolist() == [0, 1, 2, 3, 4, 5, 2, 3, 4, 5]

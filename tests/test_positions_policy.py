@@ -75,3 +75,14 @@ def test_prediction_cuts_texts_to_the_recorded_length_within_the_trained_positio
     assert sequence_lengths("predict", learned, 12, trained_len=16).truncation == 12
     assert sequence_lengths("predict", learned, 64, trained_len=None).truncation == 32  # never an error
     assert sequence_lengths("predict", model("alibi", 32), None, trained_len=16).max_positions == 32
+
+
+def test_fine_tuning_a_rope_model_past_its_trained_and_model_length_warns_instead_of_refusing(caplog, monkeypatch):
+    monkeypatch.setattr("bertlite.positions._warned_lengths", set())
+    with caplog.at_level("WARNING", logger="bertlite.positions"):
+        lengths = sequence_lengths("finetune", model("rope", max_seq_len=64), 128, source="rope.ckpt",
+                                   trained_len=64)
+    assert (lengths.model, lengths.truncation) == (128, 128)
+    assert [r.getMessage() for r in caplog.records if "extrapolate" in r.getMessage()]
+    with pytest.raises(ConfigError, match="exceeds the model's max_seq_len=64"):  # learned positions: still refused
+        sequence_lengths("finetune", model("learned", max_seq_len=64), 128, source="learned.ckpt", trained_len=64)

@@ -189,3 +189,26 @@ def test_pretraining_cli_accepts_rope(tiny_corpus, tmp_path):
     model = bertlite.load(next(run_dir.rglob("*.ckpt")), device="cpu").model
     assert model.config.position == "rope" and model.config.rope_theta == 5000.0
     assert model.bert.encoder.layers[0].self_attn.rotary.theta == 5000.0
+
+
+def test_a_rope_model_takes_inputs_past_its_trained_length_and_warns_once(tokenizer, tmp_path, caplog,
+                                                                          monkeypatch):
+    from bertlite.models.encoder import BertForMaskedLM
+
+    monkeypatch.setattr("bertlite.positions._warned_lengths", set())  # other tests of this process may have warned
+
+    model = BertForMaskedLM(preset("bert-tiny", **{**TINY, "vocab_size": tokenizer.get_vocab_size(),
+                                                   "max_seq_len": 16}))
+    save_checkpoint(predictor_checkpoint(model, tokenizer, "mlm", trained_seq_len=16), tmp_path / "model.ckpt")
+    loaded = bertlite.load(tmp_path / "model.ckpt", device="cpu")
+    loaded.max_seq_len = 48  # past the 16 positions it was built and trained for: no table to run out of
+    long_text = " ".join(synthetic_sentences(6))
+    with caplog.at_level("WARNING", logger="bertlite.positions"):
+        for _ in range(3):
+            encodings = loaded.encode_inputs([long_text])
+    assert len(encodings[0].ids) > 16
+    warnings = [r for r in caplog.records if "extrapolate" in r.getMessage()]
+    assert len(warnings) == 1 and "at most 16" in warnings[0].getMessage()
+    with torch.no_grad():
+        logits = loaded.model(torch.tensor([encodings[0].ids])).logits
+    assert logits.shape[1] == len(encodings[0].ids) and torch.isfinite(logits).all()

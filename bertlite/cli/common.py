@@ -115,14 +115,14 @@ def is_rank_zero() -> bool:
 
 def prepare_tokenizer(tok_cfg: DictConfig, target: Path, texts: Callable[[], Iterable[str]],
                       checkpoint: dict | None = None):
-    """The run's tokenizer, saved as ``target``: the one inside ``checkpoint`` (a loaded bertlite checkpoint),
-    else ``tok_cfg.path``,
-    else a WordPiece tokenizer trained on ``texts()``. Only rank zero trains and writes it; the other
-    ranks of a distributed run wait for the file."""
-    from bertlite.data.tokenizer import get_or_train_tokenizer, load_tokenizer, tokenizer_from_json
+    """The run's tokenizer, saved as ``target``: the one inside ``checkpoint`` (a loaded bertlite checkpoint, with
+    the roles of its special tokens), else ``tok_cfg.path``,
+    else a tokenizer of ``tok_cfg.kind`` (wordpiece or bpe) trained on ``texts()``. Only rank zero trains and writes
+    it; the other ranks of a distributed run wait for the file."""
+    from bertlite.data.tokenizer import get_or_train_tokenizer, load_tokenizer, tokenizer_from_section
 
     if checkpoint is not None and not tok_cfg.path:
-        tokenizer = tokenizer_from_json(checkpoint["bertlite"]["tokenizer"])
+        tokenizer = tokenizer_from_section(checkpoint["bertlite"])
         if is_rank_zero():
             write_text_atomically(target, tokenizer.to_str(pretty=True))
         return tokenizer
@@ -137,7 +137,7 @@ def prepare_tokenizer(tok_cfg: DictConfig, target: Path, texts: Callable[[], Ite
         return load_tokenizer(target)
     samples = tok_cfg.get("train_samples")  # the first N texts (of a stream, say); null: all of them
     return get_or_train_tokenizer(tok_cfg.path, target, itertools.islice(texts(), samples), tok_cfg.vocab_size,
-                                  tok_cfg.lowercase)
+                                  tok_cfg.lowercase, tok_cfg.get("kind", "wordpiece"))
 
 
 def check_vocabulary(tokenizer, checkpoint: dict, checkpoint_path: str, option: str = "tokenizer.path") -> None:

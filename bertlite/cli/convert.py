@@ -1,6 +1,6 @@
 """bertlite-convert: move models between bertlite checkpoints, bertlite model folders and Hugging Face folders.
 
-    bertlite-convert from-hf /path/to/hf_bert_folder out=bert.ckpt
+    bertlite-convert from-hf /path/to/hf_folder out=model.ckpt
     bertlite-convert to-hf runs/sst2/checkpoints/best.ckpt out=exported/ [overwrite=true]
     bertlite-convert to-folder runs/sst2/checkpoints/best.ckpt out=sst2-model/ [overwrite=true]
 
@@ -10,10 +10,12 @@ in it; never the current directory or the folder of the checkpoint being convert
 to-folder writes a bertlite model folder (config.json, model.safetensors, tokenizer.json) for any bertlite model,
 GPT and encoder-decoder included: shareable without pickle, read by bertlite.load(<folder>) and pretrained=<folder>.
 
-from-hf reads config.json, model.safetensors (or pytorch_model.bin, sharded or not) and tokenizer.json (or
-vocab.txt) and writes a bertlite checkpoint: classification, MLM or encoder-only, after the heads the folder has.
-to-hf writes a folder that ``transformers`` loads with BertForSequenceClassification / BertForTokenClassification /
-BertForMaskedLM / BertModel.
+from-hf reads a BERT, RoBERTa or ModernBERT folder: config.json, model.safetensors (or pytorch_model.bin, sharded or
+not) and tokenizer.json (or vocab.txt), and writes a bertlite checkpoint: classification, token classification, MLM
+or encoder-only, after the class config.json names (else the heads the folder has).
+to-hf writes a folder that ``transformers`` loads with its *ForSequenceClassification / *ForTokenClassification /
+*ForMaskedLM / *Model class: RoBERTa's for a model imported from RoBERTa (or fine-tuned from one), ModernBERT's
+for a model with rotary positions, else BERT's.
 """
 
 from __future__ import annotations
@@ -55,13 +57,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def from_hf(folder: str, out: Path, overwrite: bool, trust: bool = False) -> None:
     from bertlite.checkpoints import save_checkpoint
-    from bertlite.interop import import_hf_bert
+    from bertlite.interop import import_hf
 
     if out.is_dir():
         raise ConfigError(f"out={out} is a folder; from-hf writes one checkpoint file: give out=<name>.ckpt")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; choose another path or pass overwrite=true")
-    checkpoint, report = import_hf_bert(folder)
+    checkpoint, report = import_hf(folder)
     report.log()
     save_checkpoint(checkpoint, out)
     meta = checkpoint["bertlite"]
@@ -72,11 +74,11 @@ def from_hf(folder: str, out: Path, overwrite: bool, trust: bool = False) -> Non
 
 def to_hf(checkpoint: str, out: Path, overwrite: bool, trust: bool = False) -> None:
     from bertlite.atomic import check_destination
-    from bertlite.interop import EXPORTABLE_TASKS, export_hf_bert
+    from bertlite.interop import EXPORTABLE_TASKS, export_hf
     from bertlite.sources import read_checkpoint
 
     check_destination(out, protect=[checkpoint])  # never the current directory or the checkpoint's own folder
-    export_hf_bert(read_checkpoint(checkpoint, EXPORTABLE_TASKS, trust), out, overwrite=overwrite)
+    export_hf(read_checkpoint(checkpoint, EXPORTABLE_TASKS, trust), out, overwrite=overwrite)
     log.info("Wrote %s: load it with transformers' AutoModel*.from_pretrained(%r) and AutoTokenizer", out, str(out))
 
 

@@ -106,9 +106,12 @@ def set_up_tokenizer(cfg: DictConfig, datamodule, pretrained: dict | None, outpu
 
 def start_from(task, pretrained: dict | None, tokenizer, lengths: SequenceLengths) -> None:
     """The pretrained encoder's weights (when there is one), and what every checkpoint of the task records."""
+    from bertlite.data.special_tokens import special_tokens
+
     if pretrained is not None:
         task.load_encoder(pretrained["state_dict"])
     task.tokenizer_json = tokenizer.to_str()
+    task.special_tokens = special_tokens(tokenizer).to_dict()  # the roles, saved beside the tokenizer
     task.trained_seq_len = lengths.trained
 
 
@@ -164,7 +167,7 @@ def finetune_model_config(cfg: DictConfig, pretrained: dict | None,
                           tokenizer) -> tuple[ModelConfig, SequenceLengths]:
     """The checked model config (the pretrained checkpoint's, or model= for random initialisation, with this run's
     dropout), and the run's sequence lengths."""
-    from bertlite.data.tokenizer import special_ids
+    from bertlite.data.special_tokens import special_id
     from bertlite.models.config import config_from_dict
 
     if pretrained is not None:  # read_checkpoint has checked the file's values
@@ -172,7 +175,8 @@ def finetune_model_config(cfg: DictConfig, pretrained: dict | None,
         trained_len = pretrained["bertlite"].get("trained_seq_len")
     else:
         values = OmegaConf.to_container(cfg.model, resolve=True)
-        values.update(vocab_size=tokenizer.get_vocab_size(), pad_token_id=special_ids(tokenizer)["pad"])
+        values.update(vocab_size=tokenizer.get_vocab_size(),
+                      pad_token_id=special_id(tokenizer, "pad", "the model's padding embedding (model.pad_token_id)"))
         trained_len = None
     values.update(dropout=cfg.dropout, attention_dropout=cfg.dropout)
     config = config_from_dict(values)  # validates the fields

@@ -2,6 +2,7 @@
 
     bertlite-pretrain                                   # offline default: bert-tiny on Python's documentation
     bertlite-pretrain model=bert-mini data=gutenberg
+    bertlite-pretrain tokenizer.kind=bpe                # a RoBERTa-style byte-level BPE tokenizer
     bertlite-pretrain experiment=gutenberg_mini         # the 15-minute CPU recipe
     bertlite-pretrain model=gpt-mini task=clm data=gutenberg
     bertlite-pretrain model=transformer-mini task=seq2seq data=gutenberg
@@ -40,6 +41,7 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from bertlite.data.special_tokens import special_tokens
     from bertlite.sources import read_checkpoint
 
     retain_freed_memory()  # no page faults for every step's large tensors (bertlite/memory.py)
@@ -68,9 +70,11 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:  # a resume trains the checkpoint's model: a changed config is one error line, before Lightning
         task.check_resume(checkpoint, ckpt_path)
     task.tokenizer_json = tokenizer.to_str()
+    task.special_tokens = special_tokens(tokenizer).to_dict()  # the roles, saved beside the tokenizer
     task.trained_seq_len = lengths.trained  # recorded in every checkpoint
     if init_from:
-        task.load_state_dict(extend_positions(checkpoint["state_dict"], task.state_dict()))
+        task.load_state_dict(extend_positions(checkpoint["state_dict"], task.state_dict(),
+                                              getattr(model_config, "position_offset", 0)))
     del checkpoint
     n_params = sum(p.numel() for p in task.model.parameters())
     log.info("Model %s: %.2fM parameters (embeddings included)", model_config.arch, n_params / 1e6)
@@ -110,7 +114,7 @@ def check_task_and_sources(cfg: DictConfig, ckpt_path: str | None) -> type:
 def pretrain_model_config(cfg: DictConfig, init_from: dict | None, tokenizer) -> tuple[ModelConfig, SequenceLengths]:
     """The checked model config, the ``init_from`` checkpoint's (its positions extended to a longer
     data.max_seq_len) or model= with the tokenizer's vocabulary, and the run's sequence lengths."""
-    from bertlite.data.tokenizer import special_ids
+    from bertlite.data.special_tokens import special_id
     from bertlite.models.config import config_from_dict
 
     if init_from is not None:  # the architecture is the checkpoint's (read_checkpoint checked its values)
@@ -120,8 +124,8 @@ def pretrain_model_config(cfg: DictConfig, init_from: dict | None, tokenizer) ->
         trained_len = init_from["bertlite"].get("trained_seq_len")
     else:
         values = OmegaConf.to_container(cfg.model, resolve=True)
-        config = config_from_dict({**values, "vocab_size": tokenizer.get_vocab_size(),
-                                   "pad_token_id": special_ids(tokenizer)["pad"]})
+        pad_id = special_id(tokenizer, "pad", "the model's padding embedding (model.pad_token_id)")
+        config = config_from_dict({**values, "vocab_size": tokenizer.get_vocab_size(), "pad_token_id": pad_id})
         trained_len = None
     lengths = sequence_lengths("pretrain", config, cfg.data.max_seq_len, trained_len=trained_len,
                                source=cfg.init_from if init_from is not None else None,
@@ -129,11 +133,12 @@ def pretrain_model_config(cfg: DictConfig, init_from: dict | None, tokenizer) ->
     return dataclasses.replace(config, max_seq_len=lengths.model), lengths
 
 
-def extend_positions(weights: dict, target: dict) -> dict:
-    """A checkpoint's learned position tables, extended to the (longer) ones of ``target``."""
+def extend_positions(weights: dict, target: dict, offset: int = 0) -> dict:
+    """A checkpoint's learned position tables, extended to the (longer) ones of ``target``. ``offset``: the rows
+    before the first position (RoBERTa's 2), kept as they are."""
     from bertlite.nn.positional import extend_learned_positions
 
-    return {name: extend_learned_positions(w, target[name].size(0))
+    return {name: extend_learned_positions(w, target[name].size(0), offset)
             if name.endswith("position.weight") and name in target and target[name].shape != w.shape else w
             for name, w in weights.items()}
 

@@ -25,7 +25,7 @@ from bertlite.data.batching import EvaluationSampler, LengthGroupedSampler, Resu
 from bertlite.data.encoding import encode_texts, truncating
 from bertlite.data.labels import LabelColumn, class_name, label_feature
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
-from bertlite.data.tokenizer import special_ids
+from bertlite.data.special_tokens import special_id
 from bertlite.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -90,13 +90,17 @@ class LabelledDataModule(L.LightningDataModule):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.num_workers = num_workers
         self.seed = seed
-        self.tokenizer = tokenizer
+        self.tokenizer: Tokenizer | None = None
+        self.pad_id: int | None = None
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer)
         self.raw: datasets.DatasetDict | None = None
         self.label_names: list[str] | None = None
         self.datasets: dict[str, datasets.Dataset | list[dict]] = {}
 
     def set_tokenizer(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
+        self.pad_id = special_id(tokenizer, "pad", "padding fine-tuning batches")
 
     # --- raw data and labels ----------------------------------------------------------------
     def load_raw(self) -> datasets.DatasetDict:
@@ -150,7 +154,7 @@ class LabelledDataModule(L.LightningDataModule):
 
     # --- loaders -------------------------------------------------------------------------------
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        return pad_batch(rows, special_ids(self.tokenizer)["pad"], self.pad_to_multiple_of)
+        return pad_batch(rows, self.pad_id, self.pad_to_multiple_of)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
@@ -270,7 +274,9 @@ class ClassificationDataModule(LabelledDataModule):
                                           new_fingerprint=fingerprint, desc=f"tokenizing {split}")
         # Rows whose text is empty teach nothing: skipped in training, kept (and scored) in evaluation.
         train = self.datasets["train"]
-        self.datasets["train"] = train.filter(lambda n: [x > 2 for x in n], input_columns="length", batched=True)
+        specials = tokenizer.num_special_tokens_to_add(is_pair=False)  # [CLS] [SEP], <s> </s>: an empty text's length
+        self.datasets["train"] = train.filter(lambda n: [x > specials for x in n], input_columns="length",
+                                              batched=True)
         skipped = len(train) - len(self.datasets["train"])
         if skipped:
             log.warning("Skipped %d training rows with empty text", skipped)

@@ -2,9 +2,9 @@
 
 - ``MaskedLM`` (BERT): predict the masked tokens from both sides (see masking.py).
 - ``CausalLM`` (GPT): predict every next token; the block is both input and target.
-- ``TextInfilling`` (BART): spans covering ``noise_density`` of the tokens are each replaced by one [MASK];
+- ``TextInfilling`` (BART): spans covering ``noise_density`` of the tokens are each replaced by one mask token;
   the encoder reads the corrupted text and the decoder writes the original back. Chosen over T5's span
-  corruption because it needs no sentinel tokens in the vocabulary (every WordPiece vocabulary has [MASK])
+  corruption because it needs no sentinel tokens in the vocabulary (bertlite's tokenizers all have a mask token)
   and trains the decoder to produce whole text, which is what generation then does.
 
 Each objective collates random training batches and, through ``fix``, corrupts the validation blocks once
@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from bertlite.data.masking import MLMMasker, labels_to_targets
-from bertlite.data.tokenizer import special_ids
+from bertlite.data.special_tokens import special_id
 
 
 def stack(rows: list[dict], key: str) -> Tensor:
@@ -89,14 +89,14 @@ class TextInfilling:
     labels (B, T-1): the block itself, one ahead."""
 
     def __init__(self, tokenizer: Tokenizer, noise_density: float = 0.3, mean_span_length: float = 3.0, **_):
-        ids = special_ids(tokenizer)
-        self.mask_id = ids["mask"]
-        self.pad_id = ids["pad"]
+        self.mask_id = special_id(tokenizer, "mask", "text infilling (task=seq2seq)")
+        self.pad_id = special_id(tokenizer, "pad", "text infilling (task=seq2seq)")
         self.noise_density = noise_density
         self.mean_span_length = mean_span_length
 
     def corrupt(self, block: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """(T,) -> (S,): [CLS] kept; spans (Poisson lengths) covering ~noise_density of the rest become one [MASK]."""
+        """(T,) -> (S,): the first token ([CLS] or <s>) kept; spans (Poisson lengths) covering ~noise_density of the
+        rest become one mask token each."""
         body = block[1:]
         n = len(body)
         masked = torch.zeros(n, dtype=torch.bool)

@@ -1,7 +1,8 @@
 """Pretraining data: raw text -> token ids (batched, cached by ``datasets``) -> packed blocks -> batches.
 
-Blocks hold ``max_seq_len`` tokens: [CLS] then a stretch of the running token stream, in which every
-document ends with [SEP]. No padding is needed, so every position of every batch is trained on.
+Blocks hold ``max_seq_len`` tokens: the tokenizer's opening token ([CLS], RoBERTa's <s>) then a stretch of the
+running token stream, in which every document ends with its closing token ([SEP], </s>). No padding is needed, so
+every position of every batch is trained on.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bertlite.data.resumable import KeyedRows, ResumableDataLoader, ResumableSam
 from bertlite.data.shards import check_bad_shard_policy, stream_texts
 from bertlite.data.streaming import StreamingBlocks, stream_loader
 from bertlite.data.sources import carve_validation, expand_files, load_files, load_hub, require_column
-from bertlite.data.tokenizer import special_ids
+from bertlite.data.special_tokens import special_id
 from bertlite.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,9 @@ def load_text_stream(source: str = "files", train_files=None, format: str | None
 def tokenize_and_pack(ds: datasets.Dataset, tokenizer: Tokenizer, text_column: str, max_seq_len: int,
                       num_proc: int | None = None) -> datasets.Dataset:
     """Text rows -> rows of exactly ``max_seq_len`` ids: [CLS] + stream chunk (documents end with [SEP])."""
-    ids = special_ids(tokenizer)
-    cls_id, sep_id, chunk = ids["cls"], ids["sep"], max_seq_len - 1
+    cls_id = special_id(tokenizer, "cls", "packing pretraining blocks (each starts with it)")
+    sep_id = special_id(tokenizer, "sep", "packing pretraining blocks (each document ends with it)")
+    chunk = max_seq_len - 1
 
     def tokenize(batch: dict) -> dict:
         encodings = tokenizer.encode_batch(batch[text_column], add_special_tokens=False)
@@ -122,6 +124,13 @@ def tokenize_and_pack(ds: datasets.Dataset, tokenizer: Tokenizer, text_column: s
                        desc="tokenizing")
     return tokenized.map(pack, batched=True, batch_size=1000, remove_columns=["ids"], num_proc=num_proc,
                          desc=f"packing into blocks of {max_seq_len}")
+
+
+def checked_objective(objective: str) -> str:
+    """The objective's name, if bertlite has it; else one ConfigError listing those it has."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown pretraining objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    return objective
 
 
 class PretrainingDataModule(L.LightningDataModule):
@@ -156,6 +165,7 @@ class PretrainingDataModule(L.LightningDataModule):
         num_workers: int = 0,
         num_proc: int | None = None,
         seed: int = 0,
+        eval_seed: int | None = None,
         streaming: bool = False,
         shuffle_buffer: int = 10000,
         validation_blocks: int = 1000,
@@ -179,9 +189,8 @@ class PretrainingDataModule(L.LightningDataModule):
         self.max_eval_blocks = max_eval_blocks
         self.num_workers = num_workers
         self.seed = seed
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"unknown pretraining objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        self.objective_name = objective
+        self.eval_seed = seed if eval_seed is None else eval_seed  # the validation masks' seed
+        self.objective_name = checked_objective(objective)
         self.objective_kwargs = dict(mlm_probability=mlm_probability, eval_mlm_probability=eval_mlm_probability,
                                      whole_word_mask=whole_word_mask, noise_density=noise_density,
                                      mean_span_length=mean_span_length)
@@ -284,7 +293,7 @@ class PretrainingDataModule(L.LightningDataModule):
 
     def corrupt_once(self, ds: datasets.Dataset) -> datasets.Dataset:
         ids = torch.from_numpy(np.stack(ds.with_format("numpy")["input_ids"]))  # (N, T)
-        fixed = self.objective.fix(ids, torch.Generator().manual_seed(self.seed))
+        fixed = self.objective.fix(ids, torch.Generator().manual_seed(self.eval_seed))
         return datasets.Dataset.from_dict(fixed).with_format("torch")
 
     def train_dataloader(self) -> DataLoader:

@@ -38,7 +38,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from bertlite.data.shards import check_bad_shard_policy, describe_files, read_failure, shard_files
 from bertlite.data.sources import is_json_file, refuse_null_rows
-from bertlite.data.tokenizer import special_ids
+from bertlite.data.special_tokens import special_id
 from bertlite.errors import BertliteError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,8 @@ class StreamingBlocks(IterableDataset):
         self.null_free: set[int] = set()  # JSON shards scanned for null rows (free_of_null_rows)
         files = shard_files(documents)
         self.files = files if len(files) == documents.num_shards else []
-        ids = special_ids(tokenizer)
-        self.cls_id = ids["cls"]
-        self.sep_id = ids["sep"]
+        self.cls_id = special_id(tokenizer, "cls", "packing pretraining blocks (each starts with it)")
+        self.sep_id = special_id(tokenizer, "sep", "packing pretraining blocks (each document ends with it)")
         n = documents.num_shards
         self.by_shard = n % world_size == 0
         if self.by_shard:  # shards rank, rank + world_size, ... (the rule of split_dataset_by_node)

@@ -4,8 +4,9 @@ Readers: CoNLL-style column files (one word per line, its columns separated by s
 sentences, ``-DOCSTART-`` lines skipped; the tag is in column ``tag_column``, the last by default), JSON Lines
 with a list of words and a list of tags per row, or a hub data set (integer tags are named by its ClassLabel).
 
-Words are given to the tokenizer as they are (``is_pretokenized``) and each word's tag goes to its first WordPiece;
-the other pieces get -100, which the loss ignores (BERT's recipe, Devlin et al. 2019, section 5.3).
+Words are given to the tokenizer as they are (``is_pretokenized``, each after the space it has in running text, so
+that a byte-level BPE gives it its Ġ piece) and each word's tag goes to its first piece, found from the encoding's
+word ids; the other pieces get -100, which the loss ignores (BERT's recipe, Devlin et al. 2019, section 5.3).
 ``label_all_pieces`` labels them too, with the word's tag (B-X turned into I-X). Evaluation reads the first piece of
 each word either way, so scores are always per word.
 
@@ -29,7 +30,9 @@ from tokenizers import Tokenizer
 
 from bertlite.data.classification import SPLITS, LabelledDataModule
 from bertlite.data.sources import expand_files, load_files, load_hub, require_column
-from bertlite.data.tokenizer import special_ids
+from bertlite.data.encoding import encode_words
+from bertlite.data.special_tokens import special_id
+from bertlite.data.tokenizer import copy_tokenizer
 from bertlite.data.word_windows import pieces_by_word, plan_windows, resolve_stride, scored_words, window_pieces
 from bertlite.errors import ConfigError, DataError
 
@@ -241,11 +244,11 @@ class TokenClassificationDataModule(LabelledDataModule):
     # --- tokenized splits -----------------------------------------------------------------------
     def encode_splits(self, raw: datasets.DatasetDict, names: list[str], tokenizer: Tokenizer) -> None:
         ids = {name: i for i, name in enumerate(names)}
-        whole = Tokenizer.from_str(tokenizer.to_str())  # windows, not truncation, keep every word
+        whole = copy_tokenizer(tokenizer)  # windows, not truncation, keep every word
         whole.no_truncation()
-        specials = special_ids(tokenizer)
-        windows = SentenceWindows(self.max_seq_len, self.stride, specials["cls"], specials["sep"],
-                                  self.label_all_pieces, inside_tags(names))
+        purpose = "token classification (every window of words starts and ends with them)"
+        windows = SentenceWindows(self.max_seq_len, self.stride, special_id(tokenizer, "cls", purpose),
+                                  special_id(tokenizer, "sep", purpose), self.label_all_pieces, inside_tags(names))
         for split, ds in raw.items():
             if "tags" not in ds.column_names:
                 continue  # an unlabelled test split: nothing to score
@@ -256,7 +259,7 @@ class TokenClassificationDataModule(LabelledDataModule):
             rows, stats = [], SplitStats(names)
             for start in range(0, len(ds), 1000):
                 chunk = ds[start:start + 1000]
-                encodings = whole.encode_batch(chunk["tokens"], is_pretokenized=True, add_special_tokens=False)
+                encodings = encode_words(whole, chunk["tokens"])
                 for n, (encoding, tags) in enumerate(zip(encodings, chunk["tags"])):
                     sentence_rows = windows.rows(start + n, encoding, [ids[t] for t in tags])
                     stats.add(sentence_rows)
@@ -323,7 +326,7 @@ class SentenceWindows:
     def window_row(self, sentence: int, window: list[int], scored: set[int], pieces: list[list[int]],
                    tags: list[int]) -> dict:
         window_ids, words = window_pieces(window, pieces, self.max_seq_len)
-        word_ids = [None, *words, None]  # [CLS] and [SEP] are no word
+        word_ids = [None, *words, None]  # [CLS] and [SEP] (<s> and </s>) are no word
         labels, starts = align_tags(word_ids, tags, self.label_all_pieces, self.inside)
         for i, w in enumerate(word_ids):
             if w is not None and w not in scored:  # this word is labelled in another window

@@ -1,7 +1,7 @@
 """Sentences longer than the model's input as overlapping windows of whole words, each word scored in one of them.
 
-A window holds at most ``max_seq_len`` tokens: [CLS], the word pieces of consecutive whole words, [SEP]. The next
-window starts again on the last words of the one before that fit in ``stride`` pieces, so that words near a cut
+A window holds at most ``max_seq_len`` tokens: [CLS] (<s>), the pieces of consecutive whole words, [SEP] (</s>). The
+next window starts again on the last words of the one before that fit in ``stride`` pieces, so that words near a cut
 are seen with context on both sides (Hugging Face tokenizers' overflowing windows with ``stride``, here kept to word
 boundaries). A word held by two windows is scored in the one where it has more context on its narrower side
 (BERT's rule for document windows in SQuAD, Devlin et al. 2019): stitched back, a sentence has one tag per word.
@@ -18,7 +18,7 @@ from typing import Sequence
 
 from bertlite.errors import ConfigError
 
-SPECIAL_TOKENS = 2  # [CLS] and [SEP] around every window
+SPECIAL_TOKENS = 2  # [CLS] and [SEP] (RoBERTa's <s> and </s>) around every window
 
 
 def resolve_stride(stride: int | None, max_seq_len: int, option: str = "data.stride") -> int:

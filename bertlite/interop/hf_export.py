@@ -1,13 +1,17 @@
 """Export a bertlite BERT checkpoint to a folder that ``transformers`` loads as it loads its own models.
 
-    export_hf_bert("runs/sst2/checkpoints/best.ckpt", "exported/")
-    export_hf_bert(bertlite.sources.read_checkpoint("my-model/", EXPORTABLE_TASKS), "exported/")  # any source
+    export_hf("runs/sst2/checkpoints/best.ckpt", "exported/")
+    export_hf(bertlite.sources.read_checkpoint("my-model/", EXPORTABLE_TASKS), "exported/")  # any source
     # AutoModelForSequenceClassification.from_pretrained("exported/"); AutoTokenizer.from_pretrained("exported/")
     # (a token classification checkpoint: AutoModelForTokenClassification)
 
-Writes config.json, model.safetensors and the tokenizer (tokenizer.json, vocab.txt, tokenizer_config.json,
-special_tokens_map.json). The folder is assembled beside the target and renamed into place, so a failure
-leaves no half-written export behind.
+The model's config picks the HF architecture (bertlite.interop.architectures): ModernBERT where it has rotary
+positions, RoBERTa where its learned positions start at pad_token_id + 1 (an imported RoBERTa, and what was
+fine-tuned from one), BERT otherwise.
+
+Writes config.json, model.safetensors and the tokenizer (tokenizer.json, tokenizer_config.json and
+special_tokens_map.json naming its special tokens, vocab.txt for a WordPiece one). The folder is assembled beside
+the target and renamed into place, so a failure leaves no half-written export behind.
 """
 
 from __future__ import annotations
@@ -20,28 +24,24 @@ import torch
 
 from bertlite.atomic import write_folder_atomically
 from bertlite.checkpoints import check_task, model_state, read_checkpoint_file
-from bertlite.data.tokenizer import CLS, MASK, PAD, SEP, UNK, tokenizer_from_json
-from bertlite.nn.attention import split_qkv
+from bertlite.data.special_tokens import special_tokens
+from bertlite.data.tokenizer import tokenizer_from_json
 from bertlite.errors import ConfigError
-from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, MLM_HEAD, POOLER, TOKEN_CLASSIFIER_HEAD, backbone_names,
-                                      config_to_hf)
+from bertlite.interop.architectures import architecture_of_config
+from bertlite.interop.hf_arch import HFArchitecture
+from bertlite.interop.hf_bert import BERT
 from bertlite.models.config import config_from_dict
 
-ARCHITECTURES = {"classification": "BertForSequenceClassification", "mlm": "BertForMaskedLM",
-                 "encoder": "BertModel", "token_classification": "BertForTokenClassification"}
-EXPORTABLE_TASKS = tuple(ARCHITECTURES)
-HEADS = {"classification": CLASSIFIER_HEAD, "mlm": MLM_HEAD, "token_classification": TOKEN_CLASSIFIER_HEAD}
+EXPORTABLE_TASKS = tuple(BERT.classes)  # every architecture exports the same tasks
 
 
-def hf_state_dict(task: str, state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    """bertlite weight names -> HF names (BertModel files carry no ``bert.`` prefix)."""
-    names = backbone_names(n_layers)
-    names.update(HEADS.get(task, {}))
-    if task == "encoder" and "pooler.dense.weight" in state:
-        names.update(POOLER)
+def hf_state_dict(arch: HFArchitecture, task: str, state: dict[str, torch.Tensor],
+                  n_layers: int) -> dict[str, torch.Tensor]:
+    """bertlite weight names -> HF names (base-model files, BertModel's, carry no prefix)."""
+    names = arch.weight_names(task, n_layers, pooler="pooler.dense.weight" in state, has=state)
     out = {theirs: state[ours].detach().to(torch.float32).contiguous().clone() for ours, theirs in names.items()}
     if task == "encoder":
-        out = {k.removeprefix("bert."): v for k, v in out.items()}
+        out = {k.removeprefix(f"{arch.prefix}."): v for k, v in out.items()}
     return out
 
 
@@ -52,22 +52,40 @@ def _lowercase(tokenizer_json: dict) -> bool:
     return bool(normalizer.get("lowercase") or normalizer.get("type") == "Lowercase")
 
 
-def write_tokenizer(tokenizer_str: str, folder: Path, max_seq_len: int) -> None:
-    tokenizer = tokenizer_from_json(tokenizer_str)
+def write_tokenizer(tokenizer_str: str, folder: Path, max_seq_len: int, roles: dict | None = None) -> None:
+    """tokenizer.json as the checkpoint stores it, and tokenizer_config.json and special_tokens_map.json naming its
+    special tokens (``roles``: the checkpoint's ``special_tokens``; None, in checkpoints that stored none: found by
+    their usual names). A WordPiece tokenizer is written as BertTokenizer's (with vocab.txt, as transformers writes
+    it); any other (byte-level BPE, Unigram) as PreTrainedTokenizerFast's, which reads tokenizer.json as it is."""
+    tokenizer = tokenizer_from_json(tokenizer_str, roles)
+    spec = json.loads(tokenizer_str)
     (folder / "tokenizer.json").write_text(tokenizer_str)
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    (folder / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab))
-    specials = {"unk_token": UNK, "sep_token": SEP, "pad_token": PAD, "cls_token": CLS, "mask_token": MASK}
+    specials = special_tokens(tokenizer).hf_map()
     (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
-    lowercase = _lowercase(json.loads(tokenizer_str))
-    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase, "strip_accents": None,
-              "tokenize_chinese_chars": True, "model_max_length": max_seq_len, "clean_up_tokenization_spaces": False,
-              **specials}
+    if (spec.get("model") or {}).get("type") == "WordPiece":
+        vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+        (folder / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab))
+        settings = {"tokenizer_class": "BertTokenizer", "do_lower_case": _lowercase(spec), "strip_accents": None,
+                    "tokenize_chinese_chars": True}
+    else:
+        settings = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    config = {**settings, "model_max_length": max_seq_len, "clean_up_tokenization_spaces": False, **specials}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def export_hf_bert(checkpoint: str | Path | dict[str, Any], out: str | Path, overwrite: bool = False,
-                   trust: bool = False) -> Path:
+def _architecture_extras(arch: HFArchitecture, task: str, pooling: str, meta: dict) -> dict:
+    """config.json entries some architectures have: the classifier's pooling, the special tokens' ids."""
+    extras = {}
+    if arch.pooling_key and task == "classification":
+        extras[arch.pooling_key] = pooling
+    if arch.special_token_ids:
+        tokenizer = tokenizer_from_json(meta["tokenizer"], meta.get("special_tokens"))
+        extras.update(arch.special_token_ids(special_tokens(tokenizer).ids(tokenizer)))
+    return extras
+
+
+def export_hf(checkpoint: str | Path | dict[str, Any], out: str | Path, overwrite: bool = False,
+              trust: bool = False) -> Path:
     """Write the HF folder ``out`` from a checkpoint file, or from a checkpoint dict that a reader has
     checked (a model folder or any source: ``bertlite.sources.read_checkpoint``). An existing non-empty
     ``out`` is replaced only with ``overwrite``."""
@@ -80,18 +98,26 @@ def export_hf_bert(checkpoint: str | Path | dict[str, Any], out: str | Path, ove
     meta = checkpoint["bertlite"]
     task = meta["task"]
     config = config_from_dict(meta["model_config"])
-    if task == "classification" and meta.get("pooling", "cls") != "cls":
-        raise ConfigError(f"cannot export to Hugging Face BERT: pooling={meta['pooling']!r} has no HF equivalent "
-                          "(BertForSequenceClassification pools [CLS]); fine-tune with task.pooling=cls")
+    arch = architecture_of_config(config)
+    pooling = meta.get("pooling", "cls")
+    if task == "classification" and pooling not in arch.poolings:
+        kinds = " or ".join("cls (the first token)" if kind == "cls" else kind for kind in arch.poolings)
+        raise ConfigError(f"cannot export to Hugging Face {arch.name}: pooling={pooling!r} has no HF equivalent "
+                          f"({arch.classes[task]} pools by {kinds}); fine-tune with task.pooling={arch.poolings[0]}")
     labelled = task in ("classification", "token_classification")
     problem_type = meta.get("problem_type", "single_label") if task == "classification" else None
-    hf_config = config_to_hf(config, ARCHITECTURES[task], meta.get("label_names") if labelled else None,
-                             problem_type)
+    hf_config = arch.config_to_hf(config, arch.classes[task], meta.get("label_names") if labelled else None,
+                                  problem_type)
+    hf_config.update(_architecture_extras(arch, task, pooling, meta))
 
     def fill(folder: Path) -> None:
         (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-        hf_weights = hf_state_dict(task, split_qkv(model_state(checkpoint)), config.n_layers)  # HF: query, key, value
+        hf_weights = hf_state_dict(arch, task, arch.hf_layout(model_state(checkpoint)), config.n_layers)
         save_file(hf_weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
-        write_tokenizer(meta["tokenizer"], folder, meta.get("max_seq_len", config.max_seq_len))
+        write_tokenizer(meta["tokenizer"], folder, meta.get("max_seq_len", config.max_seq_len),
+                        meta.get("special_tokens"))
 
     return write_folder_atomically(out, fill, overwrite)
+
+
+export_hf_bert = export_hf  # the name from when BERT was the only architecture

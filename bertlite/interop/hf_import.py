@@ -1,11 +1,14 @@
-"""Import a Hugging Face BERT folder (config.json, weights, tokenizer) as a bertlite checkpoint.
+"""Import a Hugging Face folder (config.json, weights, tokenizer) of an architecture bertlite reads (BERT, RoBERTa,
+ModernBERT: ``bertlite.interop.architectures``) as a bertlite checkpoint.
 
-    checkpoint, report = import_hf_bert("bert-base-uncased/")     # needs only torch and safetensors
+    checkpoint, report = import_hf("bert-base-uncased/")     # needs only torch and safetensors
+    checkpoint, report = import_hf("roberta-base/")
+    checkpoint, report = import_hf("ModernBERT-base/")
 
-The folder's weights decide what comes out: ``classifier.*`` -> a classification checkpoint (the pooler
-becomes the head's dense layer, as it is in HF), or a token classification one where config.json's architectures
-name BertForTokenClassification (or, naming none, the folder has a classifier and no pooler); ``cls.predictions.*`` -> a
-masked-LM checkpoint; only the encoder -> an ``encoder`` checkpoint, for fine-tuning or feature extraction.
+config.json's model_type picks the architecture; the class its ``architectures`` names (else the heads the weights
+have) decides what comes out: a sequence classifier -> a classification checkpoint (BERT's pooler becomes the
+head's dense layer, as it is in HF), a token classifier -> token_classification, a masked LM -> mlm, the encoder
+alone -> an ``encoder`` checkpoint (its pooler kept), for fine-tuning or feature extraction.
 """
 
 from __future__ import annotations
@@ -21,12 +24,11 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from bertlite.checkpoints import load_torch_file
-from bertlite.data.tokenizer import load_tokenizer, special_ids
-from bertlite.nn.attention import split_qkv
+from bertlite.data.tokenizer import load_tokenizer, tokenizer_section
 from bertlite.errors import CheckpointError, ConfigError
-from bertlite.interop.hf_bert import (CLASSIFIER_HEAD, IGNORED, MLM_HEAD, POOLER, TOKEN_CLASSIFIER_HEAD,
-                                      HF_NAMES, backbone_names, config_from_hf, normalise_hf_names,
-                                      problem_type_from_hf)
+from bertlite.interop.architectures import architecture_of_folder
+from bertlite.interop.hf_arch import HFArchitecture
+from bertlite.interop.hf_bert import problem_type_from_hf
 from bertlite.models.config import ModelConfig, config_from_dict
 from bertlite.models.encoder import (BertEncoder, BertForMaskedLM, BertForSequenceClassification,
                                      BertForTokenClassification)
@@ -76,7 +78,10 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def read_hf_tokenizer(folder: Path) -> Tokenizer:
-    """tokenizer.json if the folder has one, else vocab.txt with tokenizer_config.json's do_lower_case."""
+    """tokenizer.json if the folder has one (any model: WordPiece, byte-level BPE, Unigram), else vocab.txt with
+    tokenizer_config.json's do_lower_case; carrying the roles of its special tokens as tokenizer_config.json and
+    special_tokens_map.json name them (``special_tokens(tokenizer)``; a checkpoint stores them with
+    ``tokenizer_section(tokenizer)``)."""
     if (folder / "tokenizer.json").is_file():
         return load_tokenizer(folder / "tokenizer.json")
     if (folder / "vocab.txt").is_file():
@@ -84,18 +89,6 @@ def read_hf_tokenizer(folder: Path) -> Tokenizer:
         lowercase = json.loads(tok_config.read_text()).get("do_lower_case", True) if tok_config.is_file() else True
         return load_tokenizer(folder / "vocab.txt", lowercase=lowercase)
     raise CheckpointError(f"no tokenizer in {folder}: expected tokenizer.json or vocab.txt")
-
-
-def _kind(state: dict[str, torch.Tensor], hf_config: dict | None = None) -> str:
-    if "classifier.weight" in state:
-        architectures = (hf_config or {}).get("architectures") or []
-        if any(a.endswith("ForTokenClassification") for a in architectures) or (
-                not architectures and POOLER["pooler.dense.weight"] not in state):
-            return "token_classification"
-        return "classification"
-    if any(k.startswith("cls.predictions.transform.") for k in state):
-        return "mlm"
-    return "encoder"
 
 
 def _label_names(hf_config: dict, num_labels: int) -> list[str]:
@@ -116,51 +109,56 @@ def read_hf_config(path: Path) -> dict:
     return values
 
 
-def _read_config_and_tokenizer(folder: Path) -> tuple[dict, ModelConfig, Tokenizer]:
-    """config.json (raw and as a bertlite config) and the tokenizer, checked to belong together."""
+def _read_config_and_tokenizer(folder: Path) -> tuple[HFArchitecture, dict, ModelConfig, Tokenizer]:
+    """The architecture, config.json (raw and as a bertlite config) and the tokenizer, checked to belong together."""
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder} is not a Hugging Face model folder: it has no config.json")
     hf_config = read_hf_config(folder / "config.json")
-    config = config_from_dict(config_from_hf(hf_config), source=str(folder / "config.json"), names=HF_NAMES)
+    arch = architecture_of_folder(hf_config, str(folder / "config.json"))
+    config = config_from_dict(arch.config_from_hf(hf_config), source=str(folder / "config.json"),
+                              names=arch.field_names)
     tokenizer = read_hf_tokenizer(folder)
     if tokenizer.get_vocab_size() != config.vocab_size:
         raise ConfigError(f"the tokenizer in {folder} has {tokenizer.get_vocab_size()} tokens but config.json "
                           f"says vocab_size={config.vocab_size}: the vocabulary does not belong to these weights")
-    special_ids(tokenizer)  # BERT's special tokens must all be there
-    return hf_config, config, tokenizer
+    return arch, hf_config, config, tokenizer
 
 
-def _model_for(kind: str, config: ModelConfig, hf_config: dict,
+def _num_labels(arch: HFArchitecture, kind: str, state: dict[str, torch.Tensor]) -> int:
+    """The rows of the head's last layer (its bias, which every classifier here has); a folder without the head
+    (a classifier class named over encoder weights) gets HF's default of two labels."""
+    bias = state.get(arch.heads[kind]["head.classifier.bias"])
+    return 2 if bias is None else bias.shape[0]
+
+
+def _model_for(arch: HFArchitecture, kind: str, config: ModelConfig, hf_config: dict,
                state: dict[str, torch.Tensor]) -> tuple[nn.Module, dict[str, str], dict]:
     """The bertlite model of ``kind``, the map of its parameter names to HF's, and the task's checkpoint meta."""
-    names = backbone_names(config.n_layers)
+    pooler_names = arch.heads.get("pooler", {}).values()  # ModernBERT has no pooler
+    pooler = kind == "encoder" and bool(pooler_names) and all(name in state for name in pooler_names)
     meta: dict = {}
     if kind == "classification":
-        labels = _label_names(hf_config, state["classifier.weight"].shape[0])
-        model: nn.Module = BertForSequenceClassification(config, len(labels), pooling="cls")
-        names.update(CLASSIFIER_HEAD)
+        labels = _label_names(hf_config, _num_labels(arch, kind, state))
+        pooling = hf_config.get(arch.pooling_key, "cls") if arch.pooling_key else "cls"
+        model: nn.Module = BertForSequenceClassification(config, len(labels), pooling=pooling)
         problem_type = problem_type_from_hf(hf_config, len(labels))
-        meta = {"label_names": labels, "pooling": "cls", "max_seq_len": config.max_seq_len,
+        meta = {"label_names": labels, "pooling": pooling, "max_seq_len": config.max_seq_len,
                 "problem_type": problem_type,
                 "metric": {"regression": "pearson", "multi_label": "micro_f1"}.get(problem_type, "acc")}
     elif kind == "token_classification":
-        labels = _label_names(hf_config, state["classifier.weight"].shape[0])
+        labels = _label_names(hf_config, _num_labels(arch, kind, state))
         model = BertForTokenClassification(config, len(labels))
-        names.update(TOKEN_CLASSIFIER_HEAD)
         meta = {"label_names": labels, "metric": "entity_f1", "max_seq_len": config.max_seq_len}
     elif kind == "mlm":
         model = BertForMaskedLM(config)
-        names.update(MLM_HEAD)
     else:
-        pooler = POOLER["pooler.dense.weight"] in state
         model = BertEncoder(config, pooler=pooler)
-        if pooler:
-            names.update(POOLER)
-            meta = {"pooler": True}
+        meta = {"pooler": True} if pooler else {}
+    names = arch.weight_names(kind, config.n_layers, pooler, has=arch.hf_layout(model.state_dict()))
     return model, names, meta
 
 
-def _matching_weights(folder: Path, names: dict[str, str], state: dict[str, torch.Tensor],
+def _matching_weights(folder: Path, names: dict[str, str], backbone: set[str], state: dict[str, torch.Tensor],
                       wanted: dict[str, torch.Tensor], report: ImportReport) -> dict[str, torch.Tensor]:
     """HF's tensors under bertlite's names, each checked against the shape the config implies. Names the folder
     lacks go to ``report.missing``; a missing head is allowed, a missing encoder weight is not."""
@@ -174,16 +172,16 @@ def _matching_weights(folder: Path, names: dict[str, str], state: dict[str, torc
             raise CheckpointError(f"{theirs} has shape {tuple(tensor.shape)} but config.json implies "
                                   f"{tuple(wanted[ours].shape)}: the weights do not match the config")
         weights[ours] = tensor.to(torch.float32)
-    backbone_missing = [n for n in report.missing if n.startswith("bert.") and "pooler" not in n]
+    backbone_missing = [n for n in report.missing if n in backbone]
     if backbone_missing:
         raise CheckpointError(f"{folder} lacks encoder weights: {', '.join(backbone_missing[:8])}"
                               f"{' ...' if len(backbone_missing) > 8 else ''}")
     return weights
 
 
-def _tie_mlm_decoder(state: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> None:
+def _tie_mlm_decoder(arch: HFArchitecture, state: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> None:
     """bertlite's MLM head reads the word embeddings; an HF decoder that differs from them cannot be kept."""
-    decoder = state.get("cls.predictions.decoder.weight")
+    decoder = state.get(arch.tied_decoder)
     embedding = weights["bert.embeddings.token.weight"]
     if decoder is not None and not torch.equal(decoder.to(torch.float32), embedding):
         raise CheckpointError("the MLM decoder is not tied to the word embeddings; bertlite's MLM head "
@@ -191,26 +189,31 @@ def _tie_mlm_decoder(state: dict[str, torch.Tensor], weights: dict[str, torch.Te
     weights["mlm_head.decoder.weight"] = embedding
 
 
-def import_hf_bert(folder: str | Path) -> tuple[dict, ImportReport]:
-    """A bertlite checkpoint (a dict as a checkpoint file holds) built from an HF BERT folder."""
+def import_hf(folder: str | Path) -> tuple[dict, ImportReport]:
+    """A bertlite checkpoint (a dict as a checkpoint file holds) built from an HF folder of an architecture bertlite
+    reads; anything else is one ``CheckpointError`` naming those it reads."""
     folder = Path(folder)
-    hf_config, config, tokenizer = _read_config_and_tokenizer(folder)
-    state = normalise_hf_names(read_hf_weights(folder))
-    kind = _kind(state, hf_config)
+    arch, hf_config, config, tokenizer = _read_config_and_tokenizer(folder)
+    state = arch.normalise(read_hf_weights(folder))
+    kind = arch.task_of(state, hf_config)
     report = ImportReport(kind)
-    model, names, meta = _model_for(kind, config, hf_config, state)
+    model, names, meta = _model_for(arch, kind, config, hf_config, state)
 
-    wanted = split_qkv(model.state_dict())  # HF keeps query, key and value apart; loading stacks them again
-    weights = _matching_weights(folder, names, state, wanted, report)
+    wanted = arch.hf_layout(model.state_dict())  # BERT's query, key and value apart: loading stacks them again
+    backbone = set(arch.backbone_names(config.n_layers, has=wanted).values())
+    weights = _matching_weights(folder, names, backbone, state, wanted, report)
     used = set(names.values())
-    report.unexpected = sorted(k for k in state if k not in used and not IGNORED.search(k))
+    report.unexpected = sorted(k for k in state if k not in used and not arch.ignored.search(k))
     if kind == "mlm":
-        _tie_mlm_decoder(state, weights)
+        _tie_mlm_decoder(arch, state, weights)
 
     model.load_state_dict({**wanted, **weights})  # heads absent from the folder keep their initial values
     checkpoint = {
         "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
         "bertlite": {"format_version": 1, "task": kind, "model_config": dataclasses.asdict(config),
-                     "tokenizer": tokenizer.to_str(), "source": f"hf:{folder}", **meta},
+                     **tokenizer_section(tokenizer), "source": f"hf:{folder}", **meta},
     }
     return checkpoint, report
+
+
+import_hf_bert = import_hf  # the name from when BERT was the only architecture

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass
 
 from bertlite.errors import CheckpointError, ConfigError
+from bertlite.nn.feedforward import ACTIVATIONS, FEED_FORWARD_ACTIVATIONS, base_activation
 
 
 @dataclass
@@ -27,15 +28,26 @@ class ModelConfig:
     max_seq_len: int = 512
     dropout: float = 0.1
     attention_dropout: float = 0.1
+    # the feed-forward's: gelu, relu, gelu_tanh, silu; or gated (GLU), its input projection 2 x d_ff wide: geglu
+    # (GELU), swiglu (SiLU). d_ff is the width after the gate (ModernBERT's intermediate_size).
     activation: str = "gelu"
+    # False: no bias in the layers' linear maps and LayerNorms, the final and the embedding LayerNorm, and BERT's
+    # heads (except the MLM decoder's, see decoder_bias, and the classifier's last layer), as ModernBERT
+    bias: bool = True
     norm_first: bool = False  # False: post-LN (original Transformer, BERT); True: pre-LN (GPT-2)
     # or "sinusoidal", or "alibi" (a distance penalty in attention, no position vectors), or "rope" (rotary: queries
     # and keys of self-attention rotated by their positions, no position vectors)
     position: str = "learned"
     rope_theta: float = 10000.0  # position="rope": the base of the rotation frequencies, theta^(-2i/d_k)
     # position="rope": the base for local-attention layers (ModernBERT: 10,000 local, 160,000 global); null: the same
-    # as rope_theta. Read by layers with local attention; until those exist every layer is global and uses rope_theta.
+    # as rope_theta. Read by the local-attention layers only.
     rope_theta_local: float | None = None
+    # Local attention (ModernBERT): > 0, the window of the local layers in tokens: a query sees keys within
+    # local_attention // 2 either side (128: +-64). 0: every layer global.
+    local_attention: int = 0
+    # with local_attention > 0: layer i is global when i % global_attn_every_n_layers == 0, else local
+    # (ModernBERT: 3, so layers 0, 3, 6, ... are global). 1: every layer global.
+    global_attn_every_n_layers: int = 1
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     init_std: float = 0.02
@@ -54,6 +66,20 @@ class ModelConfig:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.position == "rope":
             self._check_rope()
+        self._check_blocks()
+
+    def _check_blocks(self) -> None:
+        if self.activation not in FEED_FORWARD_ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r:.40}: choose one of {', '.join(FEED_FORWARD_ACTIVATIONS)}")
+        if self.local_attention < 0 or self.global_attn_every_n_layers < 1:
+            raise ValueError(f"local_attention={self.local_attention}, global_attn_every_n_layers="
+                             f"{self.global_attn_every_n_layers}: the window is 0 (none) or a token count, and "
+                             "every n-th layer global needs n >= 1")
+        if (self.local_attention > 0) != (self.global_attn_every_n_layers > 1):
+            raise ValueError(f"local_attention={self.local_attention} with global_attn_every_n_layers="
+                             f"{self.global_attn_every_n_layers}: local layers need both, a window and some layers "
+                             "that are not global (ModernBERT: local_attention=128, global_attn_every_n_layers=3); "
+                             "for global attention everywhere set local_attention=0 and global_attn_every_n_layers=1")
 
     def _check_rope(self) -> None:
         thetas = {"rope_theta": self.rope_theta, "rope_theta_local": self.rope_theta_local}
@@ -70,6 +96,9 @@ class ModelConfig:
                     attention_dropout=self.attention_dropout, activation=self.activation,
                     norm_first=self.norm_first, layer_norm_eps=self.layer_norm_eps, alibi=self.position == "alibi",
                     rope_theta=self.rope_theta if self.position == "rope" else None,
+                    rope_theta_local=self.rope_theta_local if self.position == "rope" else None,
+                    bias=self.bias, local_attention=self.local_attention,
+                    global_attn_every_n_layers=self.global_attn_every_n_layers,
                     gradient_checkpointing=self.gradient_checkpointing)
 
 
@@ -82,6 +111,52 @@ class BertConfig(ModelConfig):
     # Padding-free batches: a padded batch runs through the layers as its real tokens alone (bertlite.nn.packing).
     # The same function as the padded path; no effect on the weights.
     unpad: bool = True
+    # Learned positions start at this row: the table holds max_seq_len + position_offset rows. RoBERTa counts from
+    # padding_idx + 1 (2: its 514-row table serves 512 tokens); 0 for BERT.
+    position_offset: int = 0
+    # False (pre-LN only): layer 0's attention takes the embeddings' output as it is, already normalised by the
+    # embedding LayerNorm, and has no norm weights of its own (ModernBERT)
+    first_layer_attn_norm: bool = True
+    # what precedes the classifier's last linear layer: "pooler" (BERT: [CLS] or pooled vector through dense + tanh;
+    # nothing for token classification) or "transform" (ModernBERT: dense, activation, LayerNorm, as the MLM head,
+    # for sequence and token classification alike)
+    classifier_head: str = "pooler"
+    # the activation of the MLM head's and the "transform" classifier head's dense layer; null: the feed-forward's
+    # (its input half's when gated: gelu for geglu)
+    head_activation: str | None = None
+    decoder_bias: bool = True  # the MLM decoder's per-token bias on the logits (HF: decoder_bias, cls.predictions.bias)
+
+    def stack_kwargs(self) -> dict:
+        return {**super().stack_kwargs(), "first_layer_attn_norm": self.first_layer_attn_norm}
+
+    def transform_activation(self) -> str:
+        """The activation of the heads' transform (dense, activation, LayerNorm): head_activation, else the
+        feed-forward's element-wise one."""
+        return self.head_activation or base_activation(self.activation)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_heads()
+        if self.position_offset < 0:
+            raise ValueError(f"position_offset={self.position_offset}: the first row of the position table is 0 "
+                             "or more")
+        if self.position_offset and self.position != "learned":
+            raise ValueError(f"position_offset={self.position_offset} shifts learned positions; position="
+                             f"{self.position!r} has no table to shift: set position_offset=0")
+
+    def _check_heads(self) -> None:
+        if not (self.first_layer_attn_norm or self.norm_first):
+            raise ValueError("first_layer_attn_norm=false needs norm_first=true (pre-LN): a post-LN layer normalises "
+                             "its attention's output, not its input")
+        if self.classifier_head not in CLASSIFIER_HEADS:
+            raise ValueError(f"classifier_head={self.classifier_head!r:.40}: choose one of "
+                             f"{', '.join(CLASSIFIER_HEADS)}")
+        if self.head_activation is not None and self.head_activation not in ACTIVATIONS:
+            raise ValueError(f"head_activation={self.head_activation!r:.40}: choose one of {', '.join(ACTIVATIONS)}, "
+                             "or null for the feed-forward's")
+
+
+CLASSIFIER_HEADS = ("pooler", "transform")
 
 
 @dataclass
@@ -120,11 +195,28 @@ def _transformer(n_layers: int, d_model: int) -> TransformerConfig:
     return TransformerConfig(**{**shape, "d_ff": 7 * d_model // 2}, n_decoder_layers=n_layers // 2)
 
 
+def _modernbert(n_layers: int, d_model: int, d_ff: int, max_seq_len: int = 8192) -> BertConfig:
+    """ModernBERT (Warner et al., 2024), as its transformers config: pre-LN without biases, GeGLU, rotary positions
+    (base 160,000 in global layers, 10,000 in local ones), every third layer global and the others within 128 tokens,
+    no token types, no dropout, the vocabulary and padding id of its tokenizer; 64-dimensional heads."""
+    return BertConfig(n_layers=n_layers, d_model=d_model, n_heads=d_model // 64, d_ff=d_ff, max_seq_len=max_seq_len,
+                      vocab_size=50368, pad_token_id=50283, type_vocab_size=0, dropout=0.0, attention_dropout=0.0,
+                      activation="geglu", bias=False, norm_first=True, first_layer_attn_norm=False,
+                      layer_norm_eps=1e-5, position="rope", rope_theta=160000.0, rope_theta_local=10000.0,
+                      local_attention=128, global_attn_every_n_layers=3, classifier_head="transform",
+                      head_activation="gelu")
+
+
 PRESETS: dict[str, ModelConfig] = {}
 for _size, (_layers, _d) in SIZES.items():
     PRESETS[f"bert-{_size}"] = BertConfig(**_shape(_layers, _d))
     PRESETS[f"gpt-{_size}"] = GPTConfig(**_shape(_layers, _d))
     PRESETS[f"transformer-{_size}"] = _transformer(_layers, _d)
+# the paper's base and large; tiny and mini at bert-tiny's and bert-mini's shapes and length, d_ff 1.5 d_model as base
+PRESETS["modernbert-tiny"] = _modernbert(2, 128, 192, max_seq_len=512)
+PRESETS["modernbert-mini"] = _modernbert(4, 256, 384, max_seq_len=512)
+PRESETS["modernbert-base"] = _modernbert(22, 768, 1152)
+PRESETS["modernbert-large"] = _modernbert(28, 1024, 2624)
 
 CONFIG_CLASSES = {"bert": BertConfig, "gpt": GPTConfig, "transformer": TransformerConfig}
 

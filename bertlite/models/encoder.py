@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from bertlite.models.config import BertConfig
-from bertlite.models.heads import ClassificationHead, Pooler, TokenClassificationHead, pool
+from bertlite.models.heads import (ClassificationHead, Pooler, TokenClassificationHead, TransformClassificationHead,
+                                   pool)
 from bertlite.nn import TransformerEmbeddings, TransformerStack, init_weights, padding_mask
 from bertlite.nn.feedforward import ACTIVATIONS
 from bertlite.nn.packing import PackedSequences
@@ -31,6 +32,8 @@ class BertModel(nn.Module):
             layer_norm_eps=config.layer_norm_eps,
             dropout=config.dropout,
             pad_token_id=config.pad_token_id,
+            position_offset=config.position_offset,
+            norm_bias=config.bias,
         )
         self.encoder = TransformerStack(config.n_layers, causal=False, **config.stack_kwargs())
 
@@ -70,15 +73,15 @@ class BertEncoder(nn.Module):
 
 
 class MaskedLMHead(nn.Module):
-    """transform (dense, the encoder's activation, LayerNorm), then a decoder to the vocabulary whose weight is
-    the input embedding."""
+    """transform (dense, the encoder's activation or head_activation, LayerNorm), then a decoder to the vocabulary
+    whose weight is the input embedding."""
 
     def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
         super().__init__()
-        self.dense = nn.Linear(config.d_model, config.d_model)
-        self.act = ACTIVATIONS[config.activation]
-        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.decoder = nn.Linear(config.d_model, config.vocab_size)
+        self.dense = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.act = ACTIVATIONS[config.transform_activation()]
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)
+        self.decoder = nn.Linear(config.d_model, config.vocab_size, bias=config.decoder_bias)
         self.decoder.weight = word_embeddings.weight  # tied: the same (V, C) matrix reads and writes tokens
 
     def forward(self, hidden: Tensor) -> Tensor:
@@ -122,6 +125,17 @@ class BertForMaskedLM(nn.Module):
         return MaskedLMOutput(logits, loss)
 
 
+def classifier_head(config: BertConfig, num_labels: int, dropout: float, per_token: bool = False) -> nn.Module:
+    """The head ``config.classifier_head`` names: BERT's ("pooler": dense + tanh on the pooled vector; dropout
+    alone per token) or ModernBERT's ("transform": dense, activation, LayerNorm, for both)."""
+    if config.classifier_head == "transform":
+        return TransformClassificationHead(config.d_model, num_labels, config.transform_activation(),
+                                           config.layer_norm_eps, config.bias, dropout)
+    if per_token:
+        return TokenClassificationHead(config.d_model, num_labels, dropout)
+    return ClassificationHead(config.d_model, num_labels, dropout, bias=config.bias)
+
+
 class BertForSequenceClassification(nn.Module):
     """The encoder, a pooled representation of the sequence ([CLS] by default), and a classification head."""
 
@@ -133,7 +147,7 @@ class BertForSequenceClassification(nn.Module):
         self.num_labels = num_labels
         self.pooling = pooling
         self.bert = BertModel(config)
-        self.head = ClassificationHead(config.d_model, num_labels, classifier_dropout)
+        self.head = classifier_head(config, num_labels, classifier_dropout)
         init_weights(self, config.init_std)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
@@ -153,7 +167,7 @@ class BertForTokenClassification(nn.Module):
         self.config = config
         self.num_labels = num_labels
         self.bert = BertModel(config)
-        self.head = TokenClassificationHead(config.d_model, num_labels, classifier_dropout)
+        self.head = classifier_head(config, num_labels, classifier_dropout, per_token=True)
         init_weights(self, config.init_std)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,

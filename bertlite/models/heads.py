@@ -1,9 +1,11 @@
-"""Pooling a sequence of hidden states into one vector, and the classification head on top of it."""
+"""Pooling a sequence of hidden states into one vector, and the classification heads on top of it."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from bertlite.nn.feedforward import ACTIVATIONS
 
 POOLINGS = ("cls", "mean", "last")
 
@@ -41,9 +43,9 @@ class Pooler(nn.Module):
 class ClassificationHead(nn.Module):
     """BERT's pooler (dense + tanh), dropout, then a linear layer to the labels."""
 
-    def __init__(self, d_model: int, num_labels: int, dropout: float = 0.1):
+    def __init__(self, d_model: int, num_labels: int, dropout: float = 0.1, bias: bool = True):
         super().__init__()
-        self.dense = nn.Linear(d_model, d_model)
+        self.dense = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(d_model, num_labels)
 
@@ -61,3 +63,20 @@ class TokenClassificationHead(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.classifier(self.dropout(hidden))  # (B, T, C) -> (B, T, num_labels)
+
+
+class TransformClassificationHead(nn.Module):
+    """ModernBERT's classifier: the MLM head's transform (dense, activation, LayerNorm), dropout, then a linear layer
+    to the labels. The same module classifies a pooled vector (B, C) or every position (B, T, C)."""
+
+    def __init__(self, d_model: int, num_labels: int, activation: str = "gelu", layer_norm_eps: float = 1e-5,
+                 bias: bool = True, dropout: float = 0.1):
+        super().__init__()
+        self.dense = nn.Linear(d_model, d_model, bias=bias)
+        self.act = ACTIVATIONS[activation]
+        self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(d_model, num_labels)  # biased even in a bias-free model, as ModernBERT's
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.classifier(self.dropout(self.norm(self.act(self.dense(hidden)))))  # (..., C) -> (..., num_labels)

@@ -13,16 +13,30 @@ their boundaries (see ``bertlite.nn.packing``).
 Masks are boolean and broadcast to (B, n_heads, T_q, T_k): True means "may attend". A bias (ALiBi's
 distance penalty) is a float tensor that broadcasts alike and is added to the scores before the softmax.
 Rotary positions (``bertlite.nn.rotary``) rotate the queries and keys of self-attention before either path.
+Local (sliding-window) self-attention narrows every path to a band of keys (``bertlite.nn.local_attention``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bertlite.nn.local_attention import (
+    attention_chunked,
+    attention_chunked_padded,
+    attention_flex,
+    attention_flex_packed,
+    chunk_for,
+    local_packed_path,
+    local_path,
+    packed_documents,
+    padded_block_mask,
+    with_window,
+)
 from bertlite.nn.packing import PackedSequences
 from bertlite.nn.positional import alibi_bias, alibi_slopes
 from bertlite.nn.rotary import RotaryEmbedding
@@ -133,13 +147,17 @@ class MultiHeadAttention(nn.Module):
     alibi=True (self-attention only) adds ALiBi's distance penalty to every head's scores.
     rope_theta (self-attention only) rotates queries and keys by their positions (rotary embeddings with that
     base); None: no rotation. Positions are absolute: a cached prefix of n tokens puts the new ones at n, n+1, ..
+    window (self-attention only): local attention, each query sees the keys within w // 2 positions either side,
+    or, causal, the w newest up to itself (``bertlite.nn.local_attention``); None: global attention.
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, alibi: bool = False,
-                 rope_theta: float | None = None):
+                 rope_theta: float | None = None, window: int | None = None):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        if window is not None and window < 1:
+            raise ValueError(f"window={window}: a local attention window is a whole number >= 1 (None: global)")
         self.n_heads = n_heads
         self.d_k = d_model // n_heads
         self.d_model = d_model
@@ -152,6 +170,7 @@ class MultiHeadAttention(nn.Module):
         if alibi:
             self.register_buffer("alibi_slopes", alibi_slopes(n_heads), persistent=False)  # (h,)
         self.rotary = None if rope_theta is None else RotaryEmbedding(self.d_k, rope_theta)
+        self.window = window
         self.record_weights = False
         self.attention_weights: Tensor | None = None
 
@@ -217,21 +236,52 @@ class MultiHeadAttention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool = False,
                bias: Tensor | None = None) -> Tensor:
         """q (B, h, T, d_k), k and v (B, h, T_k, d_k) -> (B, h, T, d_k), through the reference path when the
-        weights are recorded, else the fused kernel."""
+        weights are recorded, else the fused kernel. A local layer narrows either to its band, or attends chunk by
+        chunk, or through FlexAttention (``local_path`` picks)."""
         dropout_p = self.dropout if self.training else 0.0
+        if self.window is not None:
+            path = local_path(q, k.size(-2), mask, self.window, causal, dropout_p, bias, self.record_weights)
+            if path == "flex":
+                return attention_flex(q, k, v, padded_block_mask(mask, q.size(-2), self.window, causal, q.device))
+            if path == "chunked":
+                return attention_chunked_padded(q, k, v, mask, self.window, causal,
+                                                functools.partial(attention_fused, dropout_p=dropout_p),
+                                                chunk_for(self.window))
+            mask = with_window(mask, q.size(-2), k.size(-2), self.window, causal, q.device)
+            causal = False  # the band holds the causal rule too
         if self.record_weights:
             out, self.attention_weights = attention_reference(q, k, v, mask, causal, dropout_p, bias)
             return out
         return attention_fused(q, k, v, mask, causal, dropout_p, bias)
 
+    def packed_path(self, packed: PackedSequences, device: torch.device, dropout_p: float) -> str:
+        """How attention runs on a padding-free batch: over the packed tokens ("nested", or for a local layer
+        "flex" or "chunked"), or "repad": over the re-padded batch (the reference path, ALiBi, a CPU's global
+        attention, short sentences under local attention)."""
+        if self.alibi or self.record_weights:
+            return "repad"
+        if self.window is None:
+            return "nested" if packed.nested else "repad"
+        path = local_packed_path(packed, self.window, self.d_k, device, dropout_p)
+        return "repad" if path == "band" else path
+
     def forward_packed(self, x: Tensor, packed: PackedSequences) -> Tensor:
         """Self-attention on a padding-free batch: x (N, C), the real tokens of B sentences -> (N, C)."""
         n, c = x.shape
-        if packed.nested and not (self.alibi or self.record_weights):
+        dropout_p = self.dropout if self.training else 0.0
+        path = self.packed_path(packed, x.device, dropout_p)
+        if path != "repad":
             q, k, v = (p.view(n, self.n_heads, self.d_k) for p in self.project(x))  # 3 x (N, h, d_k)
             if self.rotary is not None:  # each token at its column of the padded batch: (N,) -> (N, 1), per head
                 q, k = self.rotary(q, k, packed.positions()[:, None])
-            out = attention_varlen(q, k, v, packed, self.dropout if self.training else 0.0)
+            if path == "flex":
+                out = attention_flex_packed(q, k, v, packed, self.window)
+            elif path == "chunked":
+                out = attention_chunked(q, k, v, packed_documents(packed, x.device), self.window, False,
+                                        functools.partial(attention_fused, dropout_p=dropout_p),
+                                        chunk_for(self.window))
+            else:
+                out = attention_varlen(q, k, v, packed, dropout_p)
             return self.out_proj(out.reshape(n, c))  # concatenate the heads
         # back to (B, T, 3C) for attention alone: the projections run on the real tokens only
         qkv = packed.pad(self.qkv_proj(x))

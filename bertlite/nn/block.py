@@ -5,6 +5,9 @@ Decoder layer (cross_attention=True): masked self-attention, cross-attention to 
 Each sub-layer is wrapped in a residual connection and LayerNorm:
     post-LN (the original paper, BERT):  x = LayerNorm(x + Dropout(sublayer(x)))
     pre-LN  (GPT-2, stabler when deep):   x = x + Dropout(sublayer(LayerNorm(x)))
+bias=False drops the bias of every linear layer and LayerNorm (ModernBERT). attn_norm=False leaves a pre-LN layer's
+attention input unnormalised: ModernBERT's first layer, whose input the embedding LayerNorm has just normalised.
+window: the span of local (sliding-window) self-attention (see ``MultiHeadAttention``); None: global.
 """
 
 from __future__ import annotations
@@ -32,19 +35,24 @@ class TransformerBlock(nn.Module):
         bias: bool = True,
         alibi: bool = False,
         rope_theta: float | None = None,
+        window: int | None = None,
+        attn_norm: bool = True,
     ):
         super().__init__()
+        if not (attn_norm or norm_first):
+            raise ValueError("attn_norm=False needs norm_first=True: a post-LN layer normalises its output")
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias, alibi, rope_theta)
-        self.self_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        # cross-attention never rotates: its keys are positions of another sequence (the encoder's)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias, alibi, rope_theta, window)
+        # an Identity holds no weights: the layer's state dict has no self_attn_norm, as ModernBERT's layer 0
+        self.self_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias) if attn_norm else nn.Identity()
+        # cross-attention never rotates nor narrows: its keys are positions of another sequence (the encoder's)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, attention_dropout, bias) if cross_attention else None
-        self.cross_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps) if cross_attention else None
+        self.cross_attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias) if cross_attention else None
         self.feed_forward = FeedForward(d_model, d_ff, activation, dropout=0.0, bias=bias)
-        self.feed_forward_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.feed_forward_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def residual(self, x: Tensor, norm: nn.LayerNorm, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+    def residual(self, x: Tensor, norm: nn.Module, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
         if self.norm_first:
             return x + self.dropout(sublayer(norm(x)))
         return norm(x + self.dropout(sublayer(x)))

@@ -8,7 +8,7 @@ each sentence starts and ends: the cumulative lengths ``offsets`` = [0, L_1, L_1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -23,6 +23,8 @@ class PackedSequences:
     key_mask: Tensor  # (B, 1, 1, T) boolean: True at real tokens (for attention over the re-padded batch)
     max_len: int  # the longest sentence
     nested: bool  # attention through nested tensors (a variable-length kernel) rather than re-padding
+    # what the batch's layers share and build once, e.g. local attention's block mask, keyed by what it is
+    block_masks: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_mask(cls, attention_mask: Tensor, nested: bool | None = None) -> PackedSequences:

@@ -44,12 +44,15 @@ class LearnedPositionalEmbedding(nn.Embedding):
         super().__init__(max_len, d_model)
 
 
-def extend_learned_positions(table: Tensor, max_len: int) -> Tensor:
+def extend_learned_positions(table: Tensor, max_len: int, offset: int = 0) -> Tensor:
     """(L, C) trained position vectors -> (max_len, C), for a second phase at longer inputs (BERT trained 90% of
     its steps at 128 tokens, then 512). Rows < L are the trained ones, unchanged. The new rows start as copies of
     the trained rows, repeated (row i from row i mod L), as Longformer initialised its 4,096 positions from
     RoBERTa's 512 (Beltagy et al., 2020): attention then sees familiar vectors at once, and a random start
-    converged much more slowly in their measurements."""
+    converged much more slowly in their measurements. ``offset``: rows before the first position (RoBERTa keeps
+    padding_idx + 1 of them), kept unchanged and left out of the repetition."""
+    if offset:
+        return torch.cat([table[:offset], extend_learned_positions(table[offset:], max_len - offset)])
     length = table.size(0)
     if max_len <= length:
         return table[:max_len].clone()

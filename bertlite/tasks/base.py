@@ -59,6 +59,7 @@ class BertliteTask(L.LightningModule):
         self.no_decay = no_decay_names(self.model)  # by name, before FSDP flattens the parameters
         self.compiled: bool | None = None  # decided in configure_model, once the device is known
         self.tokenizer_json: str | None = None  # set before training; saved in every checkpoint
+        self.special_tokens: dict[str, str] | None = None  # the roles of its special tokens, saved beside it
         # the furthest position training has reached (bertlite.positions): recorded in every checkpoint
         self.trained_seq_len: int | None = None
 
@@ -150,6 +151,7 @@ class BertliteTask(L.LightningModule):
             "task": self.task_name,
             "model_config": dataclasses.asdict(self.model_config),
             "tokenizer": self.tokenizer_json,
+            "special_tokens": self.special_tokens,
             "trained_seq_len": self.trained_seq_len,
             **self.extra_checkpoint_metadata(),
         }
@@ -157,6 +159,7 @@ class BertliteTask(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(CHECKPOINT_KEY, {})
         self.tokenizer_json = meta.get("tokenizer")
+        self.special_tokens = meta.get("special_tokens")
         self.trained_seq_len = meta.get("trained_seq_len") or self.trained_seq_len
 
     def extra_checkpoint_metadata(self) -> dict[str, Any]:

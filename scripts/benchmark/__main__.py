@@ -1,12 +1,14 @@
 """bertlite against Hugging Face transformers, side by side: the same shapes, batch, sequence length, threads,
 precision and machine, in one run.
 
-    python -m scripts.benchmark --out benchmark.json            # every section, this machine's defaults
+    python -m scripts.benchmark --out benchmark.json            # every section but modern, this machine's defaults
     python -m scripts.benchmark --sections mlm clm --reps 7      # some sections
     python -m scripts.benchmark --quick --out /tmp/b.json        # tiny shapes and few steps (tests/test_benchmark.py)
 
 Sections: mlm (pretraining step, bert-mini and bert-base), finetune (SST-2 passes), inference (predict vs
-pipeline), clm (GPT step vs GPT2LMHeadModel), loader (bertlite's DataLoaders alone).
+pipeline), clm (GPT step vs GPT2LMHeadModel), loader (bertlite's DataLoaders alone); and, only when named,
+modern (modernbert-mini against bert-mini: the MLM step of their recipes, and inference at 512 tokens with and
+without local attention; give it the recipes' vocabulary: --sections modern --vocab-size 8192).
 
 Method. A section builds all its cases, runs each case's warm-up (not timed), then times repetitions that
 interleave the cases (A, B, C, A, B, C, ...) so that noise from the machine falls on all of them alike. A
@@ -34,17 +36,19 @@ import torch
 
 from bertlite.memory import retain_freed_memory
 
-from . import text, train
+from . import modern, text, train
 from .harness import Env, machine, paired_ratio, run_cases, table
 
-SECTIONS = ("mlm", "finetune", "inference", "clm", "loader")
+SECTIONS = ("mlm", "finetune", "inference", "clm", "loader", "modern")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # against transformers; modern, bertlite against itself, when asked for
 REPO = Path(__file__).resolve().parents[2]
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m scripts.benchmark", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS),
+                   help="default: every section but modern")
     p.add_argument("--quick", action="store_true", help="tiny shapes, few steps: checks that everything runs")
     p.add_argument("--out", default="benchmark.json", help="where the JSON goes")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
@@ -55,7 +59,11 @@ def parse_args(argv=None):
     p.add_argument("--base-batch-size", type=int, default=None, help="mlm batch at bert-base (CPU 8, GPU 256)")
     p.add_argument("--mlm-sizes", nargs="+", default=["bert-mini", "bert-base"], help="bertlite presets for mlm")
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--vocab-size", type=int, default=30522, help="30522 as the released BERTs")
+    p.add_argument("--vocab-size", type=int, default=30522,
+                   help="30522 as the released BERTs (the pretraining recipes, for --sections modern: 8192)")
+    p.add_argument("--long-seq-len", type=int, default=512, help="modern: the inference rows' sequence length")
+    p.add_argument("--long-batch-size", type=int, default=None,
+                   help="modern: the inference rows' batch at --long-seq-len (CPU 8, GPU 64)")
     p.add_argument("--steps", type=int, default=None, help="timed training steps per repetition (CPU 5, GPU 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (batches) per case before timing")
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions; the median is reported")
@@ -82,10 +90,12 @@ def parse_args(argv=None):
     gpu = (args.device == "auto" and torch.cuda.is_available()) or args.device.startswith("cuda")
     if args.quick:
         args.batch_size, args.base_batch_size, args.seq_len, args.vocab_size = 4, 2, 32, 1000
+        args.long_seq_len, args.long_batch_size = 64, 2
         args.steps, args.warmup, args.reps, args.finetune_reps = 2, 1, 2, 1
         args.finetune_examples = args.inference_examples = 64
     args.batch_size = args.batch_size or (256 if gpu else 32)
     args.base_batch_size = args.base_batch_size or (256 if gpu else 8)
+    args.long_batch_size = args.long_batch_size or (64 if gpu else 8)
     args.steps = args.steps or (20 if gpu else 5)
     args.finetune_size = args.finetune_size or ("bert-base" if gpu and not args.quick else "bert-mini")
     return args
@@ -109,6 +119,7 @@ def main(argv=None) -> dict:
         "finetune": lambda: finetune_section(env, tokenizer),
         "inference": lambda: inference_section(env, tokenizer),
         "loader": lambda: train.loader_sections(env, tokenizer, report["sections"]),
+        "modern": lambda: modern.modern_sections(env, tokenizer),
     }
     for name in args.sections:
         start = time.perf_counter()

@@ -2,8 +2,10 @@
 
     python -m scripts.benchmark.compare before.json after.json [--tolerance 0.05]
 
-A ratio is a row's "× reference" figure (bertlite against transformers); the Trainer.fit rows also give their
-share of the bare step, and the fine-tuning table the bertlite row against transformers' dynamic padding. Rows
+A ratio is a row's "× reference" figure (bertlite against transformers; in the modern section, against bert-mini
+or the all-global modernbert-mini); the Trainer.fit rows also give their share of the bare step, the fine-tuning
+table the bertlite row against transformers' dynamic padding, and the modern inference table its local-attention
+row against bert-mini. Rows
 whose change exceeds the tolerance are marked; the exit status is 0 either way (a report, not a test).
 """
 
@@ -26,6 +28,8 @@ def ratios(report: dict) -> dict[str, float]:
                     out[f"{title} / {row['case']}"] = row["ratio"]
                 if row.get("of_bare_step"):
                     out[f"{title} / {row['case']}: share of the bare step"] = row["of_bare_step"]
+                if row.get("vs_classic"):  # the modern section's local-attention row against bert-mini
+                    out[f"{title} / {row['case']}: against the classic encoder"] = row["vs_classic"]
             dynamic = next((r for r in rows if "DataCollatorWithPadding" in r["case"]), None)
             if dynamic:
                 out[f"{title} / {rows[0]['case']}: against dynamic padding"] = (  # paired where the run paired it

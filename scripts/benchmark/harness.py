@@ -118,13 +118,13 @@ class Timings:
 
 
 def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, memory: bool = True,
-              pass_chunks: int | None = None) -> list[dict]:
+              pass_chunks: int | None = None, reference: str = "transformers") -> list[dict]:
     """Build every case, warm each up, then time ``reps`` interleaved repetitions. Cases that expose single
     training steps interleave step by step (A, B, C, A, B, C, ... within a repetition), so that a few seconds
     of load from elsewhere fall on all of them alike; the others (a Trainer.fit, a pass) run whole, in turn.
     With ``pass_chunks``, a case's step is a chunk of a pass: a repetition is that many rounds (one pass of each
     case, the cases taking turns chunk by chunk), and rows report passes, not chunks.
-    The first case whose name starts with 'transformers' is the reference of the ratio column: for
+    The first case whose name starts with ``reference`` is the reference of the ratio column: for
     step-interleaved cases the median over rounds (or passes) of each one's ratio, else the ratio of the
     medians. A whole case with ``interleave`` takes turns step by step with that case (``of_interleaved``: the
     median of its steps' rates over the partner's). ``--cases`` keeps only the rows whose names contain one of
@@ -140,7 +140,7 @@ def run_cases(env: Env, factories: dict[str, Callable[[], Case]], reps: int, mem
     release_memory(env)
     rows = [case_row(env, name, timings, flops[name], factories[name] if memory else None, pass_chunks)
             for name in timings.rates]
-    add_reference_ratios(env, rows, timings.stepwise, pass_chunks)
+    add_reference_ratios(env, rows, timings.stepwise, pass_chunks, reference)
     return rows
 
 
@@ -192,9 +192,11 @@ def case_row(env: Env, name: str, timings: Timings, flops: float, factory: Calla
     return row
 
 
-def add_reference_ratios(env: Env, rows: list[dict], stepwise: set[str], pass_chunks: int | None) -> None:
-    """The ratio column against the first 'transformers' row, and MFU where the device's peak is known."""
-    reference = next((r for r in rows if r["case"].startswith("transformers")), None)
+def add_reference_ratios(env: Env, rows: list[dict], stepwise: set[str], pass_chunks: int | None,
+                         prefix: str = "transformers") -> None:
+    """The ratio column against the first row whose name starts with ``prefix``, and MFU where the device's peak
+    is known."""
+    reference = next((r for r in rows if r["case"].startswith(prefix)), None)
     for row in rows:
         row["reference"] = row is reference
         row["ratio"] = 1.0 if row is reference else None
