@@ -129,7 +129,7 @@ def test_chunked_attention_matches_the_band_mask(window, chunk, t, causal):
     g = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(3, 2, t, 8, generator=g) for _ in range(3))
     real = torch.arange(t)[None, :] < torch.tensor([t, t // 2, 2])[:, None]  # (B, T)
-    for key_mask in (real[:, None, None, :], None):
+    for key_mask in (real[:, None, None, :], None, torch.ones_like(real)[:, None, None, :]):
         band = local_window_mask(t, t, window, causal) if key_mask is None else with_window(key_mask, t, t, window,
                                                                                               causal)
         expected = attention_fused(q, k, v, band).transpose(1, 2)  # (B, T, h, d)
@@ -164,6 +164,32 @@ def test_long_sequences_take_the_chunked_path_and_match_the_reference(causal, mo
         module.record_weights = False
         torch.testing.assert_close(module(packed.pack(x), mask=packed), reference[real], atol=1e-5, rtol=0)
     assert calls == (["padded"] if causal else ["padded", "packed"])
+
+
+def test_batches_without_padding_build_the_chunked_mask_once(monkeypatch):
+    """Every local layer of every batch of one shape without padding uses the same mask, built at the first."""
+    local_attention._cached_row_bias.cache_clear()
+    builds = []
+    row_band = local_attention.row_band
+    monkeypatch.setattr(local_attention, "row_band", lambda *a: builds.append(a) or row_band(*a))
+    q, k, v = (torch.randn(2, 2, 40, 8) for _ in range(3))
+    full = torch.ones(2, 1, 1, 40, dtype=torch.bool)
+    first = attention_chunked_padded(q, k, v, full, 8, False, attention_fused, 8)
+    again = attention_chunked_padded(q, k, v, None, 8, False, attention_fused, 8)
+    assert len(builds) == 1 and torch.equal(first, again)
+
+
+def test_a_chunked_mask_first_built_under_inference_mode_serves_training():
+    """The kept mask is an ordinary tensor: made under torch.inference_mode, it still takes part in a backward."""
+    local_attention._cached_row_bias.cache_clear()
+    module = _attention(window=8)
+    x = torch.randn(2, 64, D_MODEL, requires_grad=True)
+    with torch.inference_mode():
+        expected = module(x)
+    out = module(x)
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), expected, atol=0, rtol=0)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
 def test_a_window_below_one_is_refused():

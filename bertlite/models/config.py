@@ -64,6 +64,9 @@ class ModelConfig:
             raise ValueError(f"{', '.join(bad)}: a model size must be a positive integer")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id={self.pad_token_id} is not an id of the vocabulary of {self.vocab_size}: "
+                             "set pad_token_id with vocab_size (the CLI takes both from the tokenizer)")
         if self.position == "rope":
             self._check_rope()
         self._check_blocks()
