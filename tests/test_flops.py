@@ -30,7 +30,8 @@ def test_local_layers_count_only_the_keys_inside_their_window():
 
 def test_modernbert_flops_count_its_glu_and_its_local_layers():
     modern = preset("modernbert-mini", vocab_size=1000, pad_token_id=0)
-    everywhere_global = preset("modernbert-mini", vocab_size=1000, pad_token_id=0, local_attention=0, global_attn_every_n_layers=1)
+    everywhere_global = preset("modernbert-mini", vocab_size=1000, pad_token_id=0, local_attention=0,
+                               global_attn_every_n_layers=1)
     at_512, at_64 = training_flops(modern, 2, 512), training_flops(modern, 2, 64)
     assert at_512 < training_flops(everywhere_global, 2, 512)  # 2 of 4 layers local, window 128 < 512
     assert at_64 == training_flops(everywhere_global, 2, 64)  # the window covers a 64-token block
