@@ -194,3 +194,4 @@ class TableModel(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         return self.table[input_ids]
+

@@ -21,7 +21,7 @@ TINY_FINETUNE = ["data=csv", "data.text_column=review", "data.label_column=senti
                  "callbacks.progress_bar=null", "dropout=0.0"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finetune_run(pretrain_run, sentiment_csv, tmp_path_factory):
     train, dev = sentiment_csv
     run_dir = tmp_path_factory.mktemp("finetune_run")

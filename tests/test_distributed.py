@@ -22,16 +22,25 @@ def train(mode: str, batch_per_process: int, out) -> dict:
     return torch.load(out, weights_only=False)
 
 
-@pytest.fixture(scope="module")
+# session-scoped: a module fixture is torn down whenever the worker's next test is from another file, and these runs
+# take 10-20 s each
+@pytest.fixture(scope="session")
 def single(tmp_path_factory):
     return train("single", 16, tmp_path_factory.mktemp("single") / "params.pt")
 
 
+@pytest.fixture(scope="session")
+def sharded(tmp_path_factory):
+    """The fully_shard run, shared by the two tests that read it: (its parameters file, what it holds)."""
+    out = tmp_path_factory.mktemp("fully_shard") / "params.pt"
+    return out, train("fully_shard", 8, out)
+
+
 @pytest.mark.parametrize("mode", ["ddp_spawn", "fully_shard", "accumulate"])
-def test_two_processes_match_one_with_the_doubled_batch(mode, single, tmp_path):
+def test_two_processes_match_one_with_the_doubled_batch(mode, single, tmp_path, request):
     """Also with 1 to 6 masked tokens per block: the loss is normalised by the masked tokens of the whole step,
     over the ranks (and over the accumulated batches of ``accumulate``), so the split changes nothing."""
-    two = train(mode, 8, tmp_path / "params.pt")
+    two = request.getfixturevalue("sharded")[1] if mode == "fully_shard" else train(mode, 8, tmp_path / "params.pt")
     assert two["params"].keys() == single["params"].keys()
     diff = max((two["params"][k] - single["params"][k]).abs().max().item() for k in single["params"])
     moved = max((single["params"][k] - single["initial"][k]).abs().max().item() for k in single["params"])
@@ -43,13 +52,13 @@ def test_two_processes_match_one_with_the_doubled_batch(mode, single, tmp_path):
     assert diff < 5e-5
 
 
-def test_sharded_run_checkpoint_loads_on_one_device(tmp_path):
+def test_sharded_run_checkpoint_loads_on_one_device(sharded):
     """A fully_shard run's checkpoint (gathered by rank zero) is an ordinary bertlite checkpoint: bertlite.load
     and bertlite-finetune pretrained= read it on one process, with the trained parameters."""
     import bertlite
 
-    two = train("fully_shard", 8, tmp_path / "params.pt")
-    mlm = bertlite.load(tmp_path / "params.pt.ckpt")
+    out, two = sharded
+    mlm = bertlite.load(out.parent / (out.name + ".ckpt"))
     for name, p in mlm.model.named_parameters():
         assert torch.equal(p.detach(), two["params"][name]), name
     assert mlm.fill_mask("the cat sat on the [MASK] .", top_k=2)

@@ -29,7 +29,7 @@ def tiny_hf_config(vocab_size: int, **overrides):
                                    **overrides)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tokenizer_dir(pretrain_run):
     return pretrain_run  # holds tokenizer.json: a real WordPiece vocabulary trained by bertlite
 

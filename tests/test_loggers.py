@@ -19,7 +19,7 @@ pytest.importorskip("tensorboard")
 METRIC = "train/loss"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tracked_run(tiny_corpus, tmp_path_factory):
     """bertlite-pretrain logger=[csv,mlflow,wandb,tensorboard], in this process."""
     from bertlite.cli import pretrain

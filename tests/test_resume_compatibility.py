@@ -23,7 +23,7 @@ TINY_FROM_SCRATCH = ["data=csv", "data.text_column=review", "data.label_column=s
                      "callbacks.progress_bar=null", "dropout=0.0"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finetuned(sentiment_csv, tmp_path_factory):
     """(the command line of a tiny fine-tuning run, its run directory)"""
     train, dev = sentiment_csv
