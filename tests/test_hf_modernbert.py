@@ -18,7 +18,7 @@ from bertlite.models.config import config_from_dict, preset
 from bertlite.models.encoder import (BertEncoder, BertForMaskedLM, BertForSequenceClassification,
                                      BertForTokenClassification)
 from tests.conftest import run_cli, sentiment_rows
-from tests.test_cli_finetune import TINY_FINETUNE
+from tests.hf_finetune import finetune_from_hf_then_export
 from tests.test_token_classification import ner_sentences, write_conll
 
 transformers = pytest.importorskip("transformers")
@@ -301,42 +301,11 @@ def test_a_model_of_the_modernbert_preset_exports_as_modernbert(tokenizer_folder
 
 # --- end to end ----------------------------------------------------------------------------------------------
 
-def hf_probabilities(hf, tokenizer, texts: list[str], pad_id: int) -> torch.Tensor:
-    """transformers' class probabilities for ``texts``, encoded by bertlite's tokenizer and right-padded."""
-    ids = [tokenizer.encode(text).ids for text in texts]
-    width = max(map(len, ids))
-    input_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in ids])
-    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])
-    with torch.no_grad():
-        return hf(input_ids=input_ids, attention_mask=mask).logits.softmax(-1)
-
-
 @pytest.mark.slow
 def test_finetune_from_a_modernbert_folder_then_export(tokenizer_folder, sentiment_csv, tmp_path):
-    """bertlite-finetune pretrained=hf:<ModernBERT folder> trains and predicts; bertlite-convert to-hf of the result
-    is a ModernBertForSequenceClassification folder that gives the same probabilities in transformers."""
-    import bertlite
-
     save_hf_modernbert("ModernBertForMaskedLM", tokenizer_folder, tmp_path / "modernbert")
-    train, dev = sentiment_csv
-    run_dir = tmp_path / "run"
-    # random weights, not a pretrained model: they need a higher learning rate to learn the task in 60 steps
-    args = [arg for arg in TINY_FINETUNE if not arg.startswith("task.lr=")] + ["task.lr=5e-3"]
-    result = run_cli("bertlite.finetune", *args, f"data.train_file={train}", f"data.validation_file={dev}",
-                     f"pretrained=hf:{tmp_path / 'modernbert'}", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((run_dir / "metrics.json").read_text())["validation"]["val/acc"] > 0.8
-    classifier = bertlite.load(run_dir / "checkpoints" / "best.ckpt")
-    texts = ["the value was valid and correct .", "the name was wrong and lost ."]
-    assert classifier.predict(texts) == ["pos", "neg"]
-
-    out = tmp_path / "exported"
-    result = run_cli("bertlite.cli.convert", "to-hf", str(run_dir / "checkpoints" / "best.ckpt"), f"out={out}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
-    assert type(hf).__name__ == "ModernBertForSequenceClassification"
-    theirs = hf_probabilities(hf, classifier.tokenizer, texts, tokenizer_folder[1]["[PAD]"])
-    torch.testing.assert_close(classifier.predict_proba(texts), theirs, atol=TOL, rtol=0)
+    finetune_from_hf_then_export(tmp_path / "modernbert", sentiment_csv, tmp_path,
+                                 "ModernBertForSequenceClassification", tokenizer_folder[1]["[PAD]"])
 
 
 @pytest.mark.slow

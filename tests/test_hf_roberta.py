@@ -15,8 +15,8 @@ from bertlite.interop import export_hf, import_hf
 from bertlite.models.config import config_from_dict
 from bertlite.models.encoder import (BertEncoder, BertForMaskedLM, BertForSequenceClassification,
                                      BertForTokenClassification)
-from tests.conftest import run_cli, sentiment_rows
-from tests.test_cli_finetune import TINY_FINETUNE
+from tests.conftest import sentiment_rows
+from tests.hf_finetune import finetune_from_hf_then_export
 
 transformers = pytest.importorskip("transformers")
 
@@ -187,31 +187,6 @@ def test_export_refuses_a_position_offset_of_neither_bert_nor_roberta(tokenizer_
 
 @pytest.mark.slow
 def test_finetune_from_a_roberta_folder_then_export(tokenizer_folder, sentiment_csv, tmp_path):
-    """bertlite-finetune pretrained=hf:<RoBERTa folder> trains and predicts; bertlite-convert to-hf of the result
-    is a RobertaForSequenceClassification folder that gives the same probabilities in transformers."""
-    import bertlite
-
     save_hf_roberta("RobertaForMaskedLM", tokenizer_folder, tmp_path / "roberta")
-    train, dev = sentiment_csv
-    run_dir = tmp_path / "run"
-    # random weights, not a pretrained model: they need a higher learning rate to learn the task in 60 steps
-    args = [arg for arg in TINY_FINETUNE if not arg.startswith("task.lr=")] + ["task.lr=5e-3"]
-    result = run_cli("bertlite.finetune", *args, f"data.train_file={train}", f"data.validation_file={dev}",
-                     f"pretrained=hf:{tmp_path / 'roberta'}", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((run_dir / "metrics.json").read_text())["validation"]["val/acc"] > 0.8
-    classifier = bertlite.load(run_dir / "checkpoints" / "best.ckpt")
-    texts = ["the value was valid and correct .", "the name was wrong and lost ."]
-    assert classifier.predict(texts) == ["pos", "neg"]
-
-    out = tmp_path / "exported"
-    result = run_cli("bertlite.cli.convert", "to-hf", str(run_dir / "checkpoints" / "best.ckpt"), f"out={out}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
-    assert type(hf).__name__ == "RobertaForSequenceClassification"
-    ids = [classifier.tokenizer.encode(text).ids for text in texts]
-    width = max(map(len, ids))
-    input_ids = torch.tensor([row + [1] * (width - len(row)) for row in ids])
-    with torch.no_grad():
-        theirs = hf(input_ids=input_ids, attention_mask=(input_ids != 1).long()).logits.softmax(-1)
-    torch.testing.assert_close(classifier.predict_proba(texts), theirs, atol=TOL, rtol=0)
+    finetune_from_hf_then_export(tmp_path / "roberta", sentiment_csv, tmp_path, "RobertaForSequenceClassification",
+                                 pad_id=1)
